@@ -1,0 +1,129 @@
+"""Self-describing checkpoints: `model.safetensors` + `checkpoint.json`.
+
+The JSON holds the model family and config (enough to rebuild it offline), the preprocessing
+contract, class names, versions, git commit and the weights' sha256. Loading uses safetensors only;
+nothing is unpickled. Both files are written atomically, JSON last, so a kill at any moment leaves
+the previous checkpoint readable (a JSON whose sha256 does not match its weights is refused).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .contract import Preprocess, input_contract
+from .utils import atomic_path, git_commit, sha256_file, versions, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "checkpoint.json"
+FAMILIES = ("student", "teacher")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, torn or does not match what the caller expects."""
+
+
+def _dir(path: str | Path) -> Path:
+    p = Path(path)
+    return p.parent if p.suffix == ".safetensors" else p
+
+
+def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Preprocess | dict,
+                    class_names: list[str], extra: dict[str, Any] | None = None) -> Path:
+    """Write `model` (which must provide `family` and `get_config()`) to the folder `out`."""
+    out = _dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess.model_validate(preprocess)
+    family = getattr(model, "family", None)
+    if family not in FAMILIES:
+        raise CheckpointError(f"model {type(model).__name__} has family={family!r}; expected one of {FAMILIES}")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "family": family,
+        "model": model.get_config(),
+        "preprocess": pre.model_dump(mode="json"),
+        "class_names": list(class_names),
+        "contract": input_contract(pre, class_names),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": sha256_file(out / WEIGHTS),
+        **(extra or {}),
+    }
+    write_json_atomic(out / META, meta)
+    logger.info("saved %s checkpoint to %s", family, out)
+    return out
+
+
+def read_meta(path: str | Path) -> dict:
+    d = _dir(path)
+    if not (d / META).exists():
+        raise CheckpointError(f"{d}: no {META}; not an emodistill checkpoint (or it was never completed)")
+    try:
+        return json.loads((d / META).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{d / META}: unreadable JSON: {e}") from e
+
+
+def check_meta(meta: dict, *, preprocess: Preprocess | dict | None = None,
+               class_names: list[str] | None = None, family: str | None = None) -> list[str]:
+    """Differences between a checkpoint's contract and what the caller expects (empty = match)."""
+    diffs = []
+    if family is not None and meta.get("family") != family:
+        diffs.append(f"family: checkpoint has {meta.get('family')!r}, expected {family!r}")
+    if class_names is not None and list(meta.get("class_names", [])) != list(class_names):
+        diffs.append(f"class_names: checkpoint has {meta.get('class_names')}, expected {list(class_names)}")
+    if preprocess is not None:
+        want = (preprocess if isinstance(preprocess, dict) else preprocess.model_dump(mode="json"))
+        have = meta.get("preprocess", {})
+        for k in sorted(set(want) | set(have)):
+            if json.dumps(want.get(k)) != json.dumps(have.get(k)):
+                diffs.append(f"preprocess.{k}: checkpoint has {have.get(k)!r}, expected {want.get(k)!r}")
+    return diffs
+
+
+def build_model(meta: dict) -> torch.nn.Module:
+    """Rebuild the (untrained) model a checkpoint describes, without downloading anything."""
+    family = meta.get("family")
+    if family not in FAMILIES:
+        raise CheckpointError(f"unknown model family {family!r} in checkpoint; expected one of {FAMILIES}")
+    module = importlib.import_module(family)
+    return module.model_from_config(meta["model"])
+
+
+def load_checkpoint(path: str | Path, *, map_location: str = "cpu", **expect: Any) -> tuple[torch.nn.Module, dict]:
+    """Load a checkpoint folder (or its .safetensors file) -> (model in eval mode, meta).
+
+    `expect` (preprocess=, class_names=, family=) is checked first; a mismatch raises naming each field.
+    """
+    d = _dir(path)
+    meta = read_meta(d)
+    diffs = check_meta(meta, **expect)
+    if diffs:
+        raise CheckpointError(f"{d} does not match:\n  " + "\n  ".join(diffs))
+    weights = d / WEIGHTS
+    if not weights.exists():
+        raise CheckpointError(f"{d}: {WEIGHTS} is missing")
+    if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
+        raise CheckpointError(f"{weights}: sha256 does not match {META} (torn or replaced weights)")
+    model = build_model(meta)
+    state = load_file(str(weights), device=map_location)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{d}: weights do not fit the model: missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.eval()
+    return model, meta

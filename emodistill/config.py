@@ -1,0 +1,123 @@
+"""Typed configs: pydantic v2 models loaded from YAML, with `--set a.b=c` overrides.
+
+Every YAML under `configs/` starts with a comment line giving the command that runs it.
+An unknown key or a value of the wrong type is a `ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .utils import CONFIG_DIR
+
+T = TypeVar("T", bound="BaseConfig")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit its schema."""
+
+
+class BaseConfig(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _allowed(cls: type[BaseModel], loc: tuple) -> str:
+    """The field names allowed at `loc` (for unknown-key errors)."""
+    model: Any = cls
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return ""
+        ann = field.annotation
+        for cand in (ann, *typing.get_args(ann)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return ""
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return ", ".join(model.model_fields)
+    return ""
+
+
+def format_validation_error(cls: type[BaseModel], err: ValidationError, source: str = "") -> str:
+    lines = [f"invalid config{f' in {source}' if source else ''}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'; allowed keys here: {_allowed(cls, e['loc'])}")
+        else:
+            lines.append(f"  '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b=3' -> (['a', 'b'], 3). The value is parsed as YAML, so 3, 0.1, true, [1, 2] work."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is a value, not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, else relative to the repository's `configs/` folder."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+        if cand.exists():
+            return cand
+    raise ConfigError(f"config file not found: {path} (also looked under {CONFIG_DIR})")
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build `cls` from a YAML file (optional) plus `key.path=value` overrides."""
+    data: dict = {}
+    source = ""
+    if path is not None:
+        p = resolve_config_path(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    data = apply_overrides(data, overrides)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(cls, e, source)) from None
+
+
+def dump_config(cfg: BaseModel, path: str | Path, command: str) -> None:
+    """Write a config as YAML whose first line is the command that runs it."""
+    text = f"# {command}\n" + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    Path(path).write_text(text)

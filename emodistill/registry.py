@@ -1,0 +1,37 @@
+"""timm-style registries: `@REG.register def preset(**kw)` and `REG.create("preset", **kw)`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+class Registry:
+    """Named factories of one kind (students, teachers, fusions, losses, ...)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._fns: dict[str, Callable[..., Any]] = {}
+
+    def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None):
+        def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+            key = name or f.__name__
+            if key in self._fns:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._fns[key] = f
+            return f
+
+        return deco(fn) if fn is not None else deco
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        if name not in self._fns:
+            raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._fns))}")
+        return self._fns[name](**kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._fns)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._fns
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind}: {', '.join(self.names())})"
