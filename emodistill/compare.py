@@ -1,0 +1,351 @@
+"""`emodistill compare`: teacher, students and exported artifacts side by side on one test split.
+
+Writes `report.md` (what a team lead reads), `report.json` (every number, for tools) and PNG plots
+(confusion matrices side by side; accuracy against latency, one point per model and precision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, read_meta
+from .contract import Preprocess
+from .evaluate import modality_mask
+from .metrics import classification_metrics
+from .utils import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def _latency(fn, repeats: int, warmup: int = 3) -> dict:
+    """Median and p95 wall time of `fn()` in ms."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
+            "repeats": repeats}
+
+
+def _gflops(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(video, audio)
+    return fc.get_total_flops() / 1e9
+
+
+@torch.no_grad()
+def _predict_torch(model, loader, missing=None) -> tuple[np.ndarray, np.ndarray]:
+    preds, labels = [], []
+    for batch in loader:
+        mask = modality_mask(batch["video"].shape[0], missing)
+        preds.append(model(batch["video"], batch["audio"], modality_mask=mask)["logits"].argmax(-1))
+        labels.append(batch["label"])
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+def _predict_onnx(session, loader) -> tuple[np.ndarray, np.ndarray]:
+    names = [i.name for i in session.get_inputs()]
+    preds, labels = [], []
+    for batch in loader:
+        feeds = dict(zip(names, (batch["video"].numpy(), batch["audio"].numpy())))
+        preds.append(session.run(None, feeds)[0].argmax(-1))
+        labels.append(batch["label"].numpy())
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def _rtx_verdict(model: torch.nn.Module | None, onnx_path: Path | None, pre: Preprocess, budget: str,
+                 precision: str) -> dict | None:
+    """RTX 3050 figures from the export stage's budget checker (estimated without CUDA)."""
+    try:
+        from export.budget import verdict_for
+    except ImportError:  # export stage not installed in this checkout
+        return None
+    try:
+        return verdict_for(budget=budget, precision=precision, model=model, onnx_path=onnx_path, preprocess=pre)
+    except Exception as e:  # a report should still be written when one estimate fails
+        logger.warning("RTX 3050 verdict failed for %s: %s", onnx_path or type(model).__name__, e)
+        return {"error": str(e)}
+
+
+# ----------------------------------------------------------------------------- collecting
+
+def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_classes: int, budget: str,
+                 repeats: int, robustness: bool) -> dict:
+    model, meta = load_checkpoint(ckpt, preprocess=pre)
+    y_pred, y_true = _predict_torch(model, loader)
+    m = classification_metrics(y_true, y_pred, num_classes)
+    v = torch.rand(1, pre.num_frames, 3, pre.image_size, pre.image_size)
+    a = torch.randn(1, pre.num_samples) * 0.1
+    with torch.no_grad():
+        lat = _latency(lambda: model(v, a), repeats)
+    entry = {
+        "name": name, "role": role, "kind": "pytorch", "precision": "fp32", "path": str(ckpt),
+        "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": _gflops(model, v, a),
+        "cpu_latency": lat,
+        "_pred": y_pred, "_true": y_true,
+    }
+    if robustness:
+        entry["robustness"] = {
+            f"{miss}_missing": float((_predict_torch(model, loader, miss)[0] == y_true).mean())
+            for miss in ("audio", "video")}
+    entry["rtx3050"] = _rtx_verdict(model, None, pre, budget, "fp16")
+    return entry
+
+
+def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: str, repeats: int) -> dict:
+    import onnxruntime as ort
+
+    path = Path(path)
+    sidecar = _sidecar(path)
+    precision = sidecar.get("precision", "int8" if "int8" in path.name else "fp32")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    y_pred, y_true = _predict_onnx(session, loader)
+    m = classification_metrics(y_true, y_pred, num_classes)
+    names = [i.name for i in session.get_inputs()]
+    feeds = dict(zip(names, (np.random.rand(1, pre.num_frames, 3, pre.image_size, pre.image_size).astype(np.float32),
+                             (np.random.randn(1, pre.num_samples) * 0.1).astype(np.float32))))
+    return {
+        "name": f"ONNX {precision.upper()}", "role": f"onnx_{precision}", "kind": "onnxruntime",
+        "precision": precision, "path": str(path),
+        "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
+        "file_mb": path.stat().st_size / 2**20,
+        "cpu_latency": _latency(lambda: session.run(None, feeds), repeats),
+        "rtx3050": _rtx_verdict(None, path, pre, budget, precision),
+        "_pred": y_pred, "_true": y_true,
+    }
+
+
+def _sidecar(path: Path) -> dict:
+    for cand in (path.with_suffix(".json"), path.parent / "sidecar.json", path.parent / "export.json"):
+        if cand.exists():
+            try:
+                return json.loads(cand.read_text())
+            except json.JSONDecodeError:
+                logger.warning("unreadable sidecar %s", cand)
+    return {}
+
+
+def collect(teacher: str, student: str, data: str, baseline: str | None = None, onnx: list[str] = (),
+            split: str = "test", budget: str = "rtx3050-laptop-4gb", repeats: int = 20, batch_size: int = 16,
+            data_split: str = "fixed", fold: int = 0) -> dict:
+    """Evaluate every model on the same split and return the report dict."""
+    from .data import DataConfig, build_datasets
+
+    s_meta = read_meta(student)
+    pre = Preprocess.model_validate(s_meta["preprocess"])
+    class_names = s_meta["class_names"]
+    ds = build_datasets(DataConfig(root=data, preprocess=pre, augment=False, split=data_split, fold=fold))[split]
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    n = len(class_names)
+    entries = [_torch_entry("Teacher", "teacher", teacher, loader, pre, n, budget, repeats, True),
+               _torch_entry("Student (KD)", "student_kd", student, loader, pre, n, budget, repeats, True)]
+    if baseline:
+        entries.append(_torch_entry("Student (CE only)", "student_ce", baseline, loader, pre, n, budget, repeats, True))
+    entries += [_onnx_entry(p, loader, pre, n, budget, repeats) for p in onnx]
+
+    t, s = entries[0], entries[1]
+    summary = {
+        "teacher_accuracy": t["metrics"]["accuracy"],
+        "student_accuracy": s["metrics"]["accuracy"],
+        "accuracy_retained": s["metrics"]["accuracy"] / max(t["metrics"]["accuracy"], 1e-9),
+        "teacher_student_agreement": float((t["_pred"] == s["_pred"]).mean()),
+        "compression": t["params"] / max(s["params"], 1),
+        "cpu_speedup": t["cpu_latency"]["median_ms"] / max(s["cpu_latency"]["median_ms"], 1e-9),
+    }
+    if baseline:
+        summary["kd_gain_points"] = 100 * (s["metrics"]["accuracy"] - entries[2]["metrics"]["accuracy"])
+    for e in entries[3:]:
+        e["agreement_with_student"] = float((e["_pred"] == s["_pred"]).mean())
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "data": {"root": str(data), "split": split, "num_samples": len(ds), "class_names": class_names,
+                 "preprocess": pre.model_dump(mode="json")},
+        "budget": budget,
+        "summary": summary,
+        "models": entries,
+    }
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _fmt(x: Any, pct: bool = False, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}" if pct else (f"{x:,}" if isinstance(x, int) else f"{x:.{nd}f}")
+
+
+def _rtx_cell(r: dict | None) -> str:
+    if not r:
+        return "-"
+    if "error" in r:
+        return "error"
+    mode = r.get("mode", "estimated")
+    status = "PASS" if r.get("passed") else "FAIL"
+    return f"{r.get('latency_p50_ms', float('nan')):.2f} ms / {r.get('vram_mb', float('nan')):.0f} MB ({mode}, {status})"
+
+
+def plot_confusions(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    names = report["data"]["class_names"]
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.8), squeeze=False)
+    for ax, e in zip(axes[0], models):
+        cm = np.asarray(e["metrics"]["confusion"], dtype=float)
+        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(f"{e['name']}\nacc {100 * e['metrics']['accuracy']:.1f}%", fontsize=9)
+        ax.set_xticks(range(len(names)), [c[:4] for c in names], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(names)), [c[:4] for c in names], fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if cm[i, j] >= 0.05:
+                    ax.text(j, i, f"{cm[i, j]:.2f}"[1:] if cm[i, j] < 1 else "1", ha="center", va="center",
+                            fontsize=6, color="white" if cm[i, j] > 0.5 else "black")
+    axes[0][0].set_ylabel("true", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_latency(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for e in report["models"]:
+        x, y = e["cpu_latency"]["median_ms"], 100 * e["metrics"]["accuracy"]
+        ax.scatter([x], [y], s=60)
+        ax.annotate(e["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU latency, batch 1, median (ms, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs latency (one point per model / precision)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_markdown(report: dict) -> str:
+    s = report["summary"]
+    lines = [
+        "# emodistill comparison report", "",
+        f"Created {report['created']} on `{report['machine']['platform']}` "
+        f"({report['machine']['torch_threads']} torch threads, CUDA: {report['machine']['cuda']}). "
+        f"Split `{report['data']['split']}` of `{report['data']['root']}`: {report['data']['num_samples']} clips.", "",
+        "## Headline", "",
+        f"- Teacher accuracy **{_fmt(s['teacher_accuracy'], True)}%**, KD student **{_fmt(s['student_accuracy'], True)}%**"
+        f" = **{_fmt(s['accuracy_retained'], True)}%** of the teacher, top-1 agreement {_fmt(s['teacher_student_agreement'], True)}%.",
+        f"- The student is **{s['compression']:.1f}x** smaller and **{s['cpu_speedup']:.1f}x** faster on this CPU.",
+    ]
+    if "kd_gain_points" in s:
+        lines.append(f"- Distillation adds **{s['kd_gain_points']:+.1f}** accuracy points over the same student trained on labels alone.")
+    lines += ["", "## Models", "",
+              "| model | acc % | UAR % | WAR % | macro-F1 % | params | GFLOPs | size MB | CPU p50 / p95 ms | "
+              f"RTX 3050 ({report['budget']}) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in report["models"]:
+        m = e["metrics"]
+        lines.append(
+            f"| {e['name']} | {_fmt(m['accuracy'], True)} | {_fmt(m['uar'], True)} | {_fmt(m['war'], True)} | "
+            f"{_fmt(m['macro_f1'], True)} | {_fmt(e.get('params'))} | {_fmt(e.get('gflops'), nd=3)} | "
+            f"{_fmt(e.get('file_mb'))} | {e['cpu_latency']['median_ms']:.2f} / {e['cpu_latency']['p95_ms']:.2f} | "
+            f"{_rtx_cell(e.get('rtx3050'))} |")
+    rob = [e for e in report["models"] if "robustness" in e]
+    if rob:
+        lines += ["", "## Robustness (accuracy % with one modality missing)", "",
+                  "| model | both | audio missing | video missing |", "|---|---|---|---|"]
+        for e in rob:
+            r = e["robustness"]
+            lines.append(f"| {e['name']} | {_fmt(e['metrics']['accuracy'], True)} | "
+                         f"{_fmt(r['audio_missing'], True)} | {_fmt(r['video_missing'], True)} |")
+    exp = [e for e in report["models"] if "agreement_with_student" in e]
+    if exp:
+        lines += ["", "Exported artifacts agree with the PyTorch student on "
+                  + ", ".join(f"{e['name']}: {_fmt(e['agreement_with_student'], True)}%" for e in exp) + " of clips."]
+    names = report["data"]["class_names"]
+    lines += ["", "## Per-class recall %", "", "| model | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    for e in report["models"]:
+        lines.append(f"| {e['name']} | " + " | ".join(_fmt(r, True) for r in e["metrics"]["per_class_recall"]) + " |")
+    lines += ["", "## Plots", "", "![confusion matrices](confusion.png)", "",
+              "![accuracy vs latency](accuracy_latency.png)", "",
+              "RTX 3050 figures say whether they were *measured* on a GPU or *estimated* by the roofline model "
+              "(see docs/export.md). Results on the synthetic set are not RAVDESS results.", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusions(report, out / "confusion.png")
+    plot_accuracy_latency(report, out / "accuracy_latency.png")
+    clean = {**report, "models": [{k: v for k, v in e.items() if not k.startswith("_")} for e in report["models"]]}
+    write_json_atomic(out / "report.json", clean)
+    (out / "report.md").write_text(render_markdown(clean))
+    return out / "report.md"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _run(args: argparse.Namespace) -> int:
+    report = collect(args.teacher, args.student, args.data, baseline=args.baseline, onnx=args.onnx or [],
+                     split=args.split, budget=args.budget, repeats=args.repeats, batch_size=args.batch_size,
+                     data_split=args.data_split, fold=args.fold)
+    path = write_report(report, args.out)
+    s = report["summary"]
+    print(f"report: {path}")
+    print(f"teacher {100 * s['teacher_accuracy']:.1f}% | KD student {100 * s['student_accuracy']:.1f}% "
+          f"({100 * s['accuracy_retained']:.1f}% of teacher)"
+          + (f" | KD gain {s['kd_gain_points']:+.1f} pts" if "kd_gain_points" in s else ""))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="teacher vs student (vs baseline, ONNX, TensorRT) report",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint folder")
+    p.add_argument("--student", required=True, help="distilled student checkpoint folder")
+    p.add_argument("--baseline", help="CE-only student checkpoint folder (same recipe, KD off)")
+    p.add_argument("--onnx", nargs="*", help="exported .onnx files of the student (FP32, INT8, ...)")
+    p.add_argument("--data", required=True, help="dataset root (same format the models were trained on)")
+    p.add_argument("--out", required=True, help="folder for report.md, report.json and plots")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")
+    p.add_argument("--data-split", default="fixed", choices=["fixed", "fold"], help="actor split protocol")
+    p.add_argument("--fold", type=int, default=0, help="fold for --data-split fold (0-5)")
+    p.add_argument("--budget", default="rtx3050-laptop-4gb", help="hardware profile or budget for the RTX 3050 column")
+    p.add_argument("--repeats", type=int, default=20, help="timed repeats per latency figure")
+    p.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
+    p.set_defaults(func=_run)

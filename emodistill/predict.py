@@ -1,0 +1,163 @@
+"""`emodistill predict`: emotion probabilities for one clip, through a checkpoint or an exported artifact.
+
+The clip is decoded exactly as in training: the preprocessing contract comes from the checkpoint's
+`checkpoint.json` or the export sidecar. An artifact whose sidecar does not match the artifact itself
+(input shapes, sha256) is rejected with a message saying what differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import META, WEIGHTS, load_checkpoint
+from .contract import Preprocess
+from .utils import sha256_file
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path("outputs/demo/export/onnx_fp32/student.onnx")
+
+
+class ContractError(ValueError):
+    """A model whose description (sidecar or checkpoint) does not match the model or the request."""
+
+
+def find_sidecar(artifact: Path) -> Path:
+    for cand in (artifact.with_suffix(".json"), artifact.parent / "sidecar.json"):
+        if cand.exists() and cand.name != META:
+            return cand
+    raise ContractError(f"{artifact}: no sidecar JSON next to it (looked for {artifact.with_suffix('.json').name} "
+                        "and sidecar.json); export writes one, and predict needs its input contract")
+
+
+def _onnx_dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
+    """Differences between an ONNX file and its sidecar (empty list = they match)."""
+    import onnx
+
+    diffs = []
+    want_sha = sidecar.get("sha256") or sidecar.get("artifact", {}).get("sha256")
+    if want_sha and sha256_file(path) != want_sha:
+        diffs.append(f"sha256: sidecar says {want_sha[:12]}..., file is {sha256_file(path)[:12]}... "
+                     "(the sidecar belongs to another export)")
+    pre = Preprocess.model_validate(sidecar["preprocess"])
+    want = {"video": [pre.num_frames, 3, pre.image_size, pre.image_size], "audio": [pre.num_samples]}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    for vi, (name, shape) in zip(inputs, want.items()):
+        have = _onnx_dims(vi)[1:]
+        if have != shape:
+            diffs.append(f"{name} input: model takes {have} per clip, sidecar contract says {shape}")
+    return diffs
+
+
+class Predictor:
+    """Wraps a checkpoint, an ONNX file or a TensorRT engine behind `probs(video, audio) -> [C]`."""
+
+    def __init__(self, model_path: str | Path, expect: dict | None = None):
+        self.path = Path(model_path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"model not found: {self.path}")
+        if self.path.is_dir() or self.path.suffix == ".safetensors" or self.path.name == META:
+            self.kind = "checkpoint"
+            self.model, meta = load_checkpoint(self.path.parent if self.path.suffix else self.path)
+            self.preprocess = Preprocess.model_validate(meta["preprocess"])
+            self.class_names = meta["class_names"]
+        else:
+            sidecar = json.loads(find_sidecar(self.path).read_text())
+            contract = sidecar.get("contract", sidecar)
+            if "preprocess" not in contract or "class_names" not in contract:
+                raise ContractError(f"{find_sidecar(self.path)}: no preprocess / class_names in the sidecar")
+            self.preprocess = Preprocess.model_validate(contract["preprocess"])
+            self.class_names = contract["class_names"]
+            if self.path.suffix == ".onnx":
+                diffs = check_onnx_contract(self.path, {**contract, "sha256": sidecar.get("sha256")})
+                if diffs:
+                    raise ContractError(f"{self.path} does not match its sidecar:\n  " + "\n  ".join(diffs))
+                import onnxruntime as ort
+
+                self.kind = "onnx"
+                self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            else:
+                from export.tensorrt import load_engine  # raises a plain error without torch-tensorrt / GPU
+
+                self.kind = "tensorrt"
+                self.model = load_engine(self.path, sidecar)
+        if expect:
+            diffs = [f"preprocess.{k}: model expects {getattr(self.preprocess, k)!r}, you asked for {v!r}"
+                     for k, v in expect.items() if getattr(self.preprocess, k) != v]
+            if diffs:
+                raise ContractError(f"{self.path}: contract mismatch:\n  " + "\n  ".join(diffs))
+
+    def load(self, clip: str | Path, wav: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a clip per the contract -> video float32 [1,T,3,H,W] in [0,1], audio float32 [1,N]."""
+        from .data.decode import load_clip
+
+        video, audio, _ = load_clip(clip, wav, self.preprocess)
+        video = np.ascontiguousarray(video.transpose(0, 3, 1, 2), dtype=np.float32)[None] / 255.0
+        return video, audio[None].astype(np.float32)
+
+    def probs(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        if self.kind == "onnx":
+            names = [i.name for i in self.session.get_inputs()]
+            logits = self.session.run(None, dict(zip(names, (video, audio))))[0]
+        else:
+            with torch.no_grad():
+                out = self.model(torch.from_numpy(video), torch.from_numpy(audio))
+            logits = (out["logits"] if isinstance(out, dict) else out).float().cpu().numpy()
+        logits = logits - logits.max(-1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(-1, keepdims=True))[0]
+
+    def __call__(self, clip: str | Path, wav: str | Path | None = None) -> dict:
+        p = self.probs(*self.load(clip, wav))
+        order = np.argsort(-p)
+        return {"clip": str(clip), "model": str(self.path), "backend": self.kind,
+                "prediction": self.class_names[order[0]],
+                "probabilities": {self.class_names[i]: float(p[i]) for i in order}}
+
+
+def _run(args: argparse.Namespace) -> int:
+    model = Path(args.model) if args.model else DEFAULT_MODEL
+    if not args.model and not model.exists():
+        raise FileNotFoundError(f"no --model given and the demo's {DEFAULT_MODEL} does not exist; "
+                                "run `emodistill demo` first or pass --model")
+    expect = {k: v for k, v in (("num_frames", args.num_frames), ("image_size", args.image_size)) if v is not None}
+    try:
+        result = Predictor(model, expect)(args.clip, args.wav)
+    except ContractError as e:
+        print(f"error: {e}")
+        return 3
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['clip']}: {result['prediction']}  ({result['backend']}: {result['model']})")
+        for name, p in result["probabilities"].items():
+            print(f"  {name:>10s} {p:6.1%} {'#' * int(round(40 * p))}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="emotion probabilities for one clip",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("clip", help="video file (.mp4): full audio-visual, or video-only with --wav")
+    p.add_argument("--model", help=f"checkpoint folder / .safetensors, .onnx (with its sidecar) or TensorRT engine "
+                                    f"(default: {DEFAULT_MODEL} from `emodistill demo`)")
+    p.add_argument("--wav", help="audio file to pair with a video-only clip")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--num-frames", type=int, help="refuse the model unless its contract uses this many frames")
+    p.add_argument("--image-size", type=int, help="refuse the model unless its contract uses this frame size")
+    p.set_defaults(func=_run)
+
+
+__all__ = ["Predictor", "ContractError", "check_onnx_contract", "register"]

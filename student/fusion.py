@@ -1,0 +1,147 @@
+"""LFM2 fusion: gated modality projections, modality-type embeddings, interleaved audio/visual segment tokens
+through our LFM2 layers (bidirectional), separate-and-average, output projection.
+
+    audio [B,S,Da] -> proj -> +e_audio --.
+                                          interleave [B,2S,D] (a1,v1,a2,v2,...) -> LFM2 x N -> deinterleave
+    visual [B,S,Dv] -> proj -> +e_visual -'                                   -> (a+v)/2 [B,S,D] -> Linear -> fused
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from emodistill.optim import split_decay
+from student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig
+
+logger = logging.getLogger(__name__)
+
+
+class GatedModalityProjection(nn.Module):
+    """[.., in_dim] -> [.., out_dim]: `Linear(sigmoid(Wg x) * gelu(Wv x))` if gated, else one Linear."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, dropout: float = 0.0, gated: bool = True):
+        super().__init__()
+        self.gated = gated
+        if gated:
+            self.gate = nn.Linear(in_dim, hidden_dim)
+            self.value = nn.Linear(in_dim, hidden_dim)
+            self.act = nn.GELU()
+            self.dropout = nn.Dropout(dropout)
+            self.out = nn.Linear(hidden_dim, out_dim)
+        else:
+            self.out = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gated:
+            return self.out(x)
+        return self.out(self.dropout(torch.sigmoid(self.gate(x)) * self.act(self.value(x))))
+
+
+def interleave(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """a, v [B,S,D] -> [B,2S,D] ordered a1, v1, a2, v2, ..."""
+    return torch.stack((a, v), dim=2).flatten(1, 2)
+
+
+def deinterleave(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B,2S,D] (a1, v1, a2, v2, ...) -> (a [B,S,D], v [B,S,D]); inverse of `interleave`."""
+    x = x.unflatten(1, (-1, 2))
+    return x[:, :, 0], x[:, :, 1]
+
+
+@dataclass
+class LFM2FusionConfig:
+    """LFM2 fusion hyperparameters. The SwiGLU width is LFM2's rule applied to `ff_multiplier * hidden_dim`."""
+
+    audio_dim: int = 512
+    visual_dim: int = 768
+    num_segments: int = 8
+    hidden_dim: int = 256
+    num_layers: int = 3
+    dropout: float = 0.1
+    use_gated_projection: bool = True
+    projection_hidden_dim: int = 512
+    output_dim: int = 256
+    num_heads: int = 8
+    num_kv_heads: int = 2
+    layer_pattern: list[str] = field(default_factory=lambda: ["conv", "conv", "full_attention"])
+    conv_kernel: int = 3
+    ff_multiplier: float = 4.5
+    ff_multiple_of: int = 32
+    norm_eps: float = 1e-5
+    rope_theta: float = 1_000_000.0
+    causal: bool = False
+    layer_dropout: float = 0.0  # residual-branch dropout inside the LFM2 layers
+
+    def backbone_config(self) -> Lfm2BackboneConfig:
+        return Lfm2BackboneConfig(
+            hidden_size=self.hidden_dim, num_layers=self.num_layers, num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads, intermediate_size=int(self.ff_multiplier * self.hidden_dim),
+            layer_pattern=list(self.layer_pattern), conv_L_cache=self.conv_kernel, norm_eps=self.norm_eps,
+            rope_theta=self.rope_theta, block_multiple_of=self.ff_multiple_of, causal=self.causal,
+            dropout=self.layer_dropout,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LFM2Fusion(nn.Module):
+    """forward(audio [B,S,Da], visual [B,S,Dv]) -> dict(fused [B,S,Dout], pooled [B,Dout])."""
+
+    def __init__(self, cfg: LFM2FusionConfig | None = None, **kw):
+        super().__init__()
+        cfg = cfg or LFM2FusionConfig(**kw)
+        self.config = cfg
+        d = cfg.hidden_dim
+        self.audio_proj = GatedModalityProjection(cfg.audio_dim, d, cfg.projection_hidden_dim, cfg.dropout,
+                                                  cfg.use_gated_projection)
+        self.visual_proj = GatedModalityProjection(cfg.visual_dim, d, cfg.projection_hidden_dim, cfg.dropout,
+                                                   cfg.use_gated_projection)
+        self.modality_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # row 0 audio, row 1 visual
+        self.backbone = Lfm2Backbone(cfg.backbone_config())
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output_proj = nn.Linear(d, cfg.output_dim)
+
+    @classmethod
+    def from_config(cls, cfg: LFM2FusionConfig | dict) -> "LFM2Fusion":
+        return cls(cfg if isinstance(cfg, LFM2FusionConfig) else LFM2FusionConfig(**cfg))
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+        a = self.audio_proj(audio) + self.modality_embed[0]
+        v = self.visual_proj(visual) + self.modality_embed[1]
+        h = self.backbone(self.dropout(interleave(a, v)))
+        a, v = deinterleave(h)
+        fused = self.output_proj(self.dropout(0.5 * (a + v)))
+        return {"fused": fused, "pooled": fused.mean(dim=1)}
+
+    def _parts(self) -> dict[str, list[nn.Parameter]]:
+        return {"audio_proj": list(self.audio_proj.parameters()), "visual_proj": list(self.visual_proj.parameters()),
+                "modality_embed": [self.modality_embed], "backbone": list(self.backbone.parameters()),
+                "output_proj": list(self.output_proj.parameters())}
+
+    def count_parameters(self) -> dict[str, int]:
+        """Parameters per part plus `total` and `trainable`."""
+        counts = {k: sum(p.numel() for p in ps) for k, ps in self._parts().items()}
+        counts["total"] = sum(p.numel() for p in self.parameters())
+        counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return counts
+
+    def param_groups(self, lr: float, backbone_lr_scale: float = 0.1, weight_decay: float = 0.01) -> list[dict]:
+        """AdamW groups: backbone at lr * backbone_lr_scale, the rest at lr; no decay on 1-D params/embeddings."""
+        groups = []
+        for name, params in self._parts().items():
+            scale = backbone_lr_scale if name == "backbone" else 1.0
+            wd = 0.0 if name == "modality_embed" else weight_decay  # embeddings are not decayed
+            for g in split_decay(((name, p) for p in params), lr * scale, wd):
+                groups.append({**g, "name": f"{name}{'' if g['weight_decay'] else '_no_decay'}"})
+        return groups
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.backbone.set_gradient_checkpointing(enabled)
+
+
+__all__ = ["GatedModalityProjection", "interleave", "deinterleave", "LFM2FusionConfig", "LFM2Fusion"]

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from student.fusion import GatedModalityProjection, LFM2Fusion, LFM2FusionConfig, deinterleave, interleave
+
+TINY = dict(audio_dim=12, visual_dim=20, num_segments=4, hidden_dim=32, num_layers=3, dropout=0.0,
+            projection_hidden_dim=24, output_dim=16, num_heads=4, num_kv_heads=2, ff_multiple_of=16)
+
+
+def test_interleave_order_and_inverse():
+    a = torch.arange(6.0).view(1, 3, 2)
+    v = -torch.arange(6.0).view(1, 3, 2) - 1
+    x = interleave(a, v)
+    assert x.shape == (1, 6, 2)
+    assert torch.equal(x[0, 0::2], a[0]) and torch.equal(x[0, 1::2], v[0])
+    a2, v2 = deinterleave(x)
+    assert torch.equal(a2, a) and torch.equal(v2, v)
+
+
+def test_gated_projection_formula_and_plain_variant():
+    proj = GatedModalityProjection(6, 4, 5, dropout=0.0, gated=True)
+    x = torch.randn(2, 3, 6)
+    ref = proj.out(torch.sigmoid(proj.gate(x)) * torch.nn.functional.gelu(proj.value(x)))
+    assert torch.allclose(proj(x), ref)
+    plain = GatedModalityProjection(6, 4, 5, gated=False)
+    assert [n for n, _ in plain.named_parameters()] == ["out.weight", "out.bias"]
+    assert plain(x).shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_shapes_pooled_and_from_config(gated):
+    cfg = LFM2FusionConfig(**TINY, use_gated_projection=gated)
+    model = LFM2Fusion.from_config(cfg.to_dict()).eval()
+    out = model(torch.randn(3, 4, 12), torch.randn(3, 4, 20))
+    assert out["fused"].shape == (3, 4, 16) and out["pooled"].shape == (3, 16)
+    assert torch.allclose(out["pooled"], out["fused"].mean(1))
+    assert model.config == cfg and not model.backbone.config.causal
+    twin = LFM2Fusion.from_config(cfg)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_bidirectional_mixing_across_segments_and_modalities():
+    model = LFM2Fusion(LFM2FusionConfig(**TINY)).eval()
+    a, v = torch.randn(2, 4, 12), torch.randn(2, 4, 20)
+    v2 = v.clone()
+    v2[:, -1] += 1.0  # only the LAST visual segment changes
+    with torch.no_grad():
+        first, first2 = model(a, v)["fused"][:, 0], model(a, v2)["fused"][:, 0]
+    assert (first - first2).abs().max() > 1e-5  # reaches the first segment: attention is bidirectional
+
+
+def test_all_parameters_get_gradients():
+    model = LFM2Fusion(LFM2FusionConfig(**TINY)).train()
+    out = model(torch.randn(2, 4, 12), torch.randn(2, 4, 20))
+    out["fused"].square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_count_parameters_and_param_groups():
+    model = LFM2Fusion(LFM2FusionConfig(**TINY))
+    counts = model.count_parameters()
+    parts = ["audio_proj", "visual_proj", "modality_embed", "backbone", "output_proj"]
+    assert set(parts) <= set(counts)
+    assert sum(counts[p] for p in parts) == counts["total"] == sum(p.numel() for p in model.parameters())
+    groups = model.param_groups(lr=1e-3, backbone_lr_scale=0.1, weight_decay=0.05)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    backbone = {id(p) for p in model.backbone.parameters()}
+    for g in groups:
+        in_backbone = {id(p) in backbone for p in g["params"]}
+        assert len(in_backbone) == 1
+        assert g["lr"] == pytest.approx(1e-4 if in_backbone.pop() else 1e-3)
+        if any(p is model.modality_embed or p.ndim < 2 for p in g["params"]):
+            assert g["weight_decay"] == 0.0
+    torch.optim.AdamW(groups)  # accepted as-is
+
+
+def test_gradient_checkpointing_switch():
+    model = LFM2Fusion(LFM2FusionConfig(**TINY)).train()
+    a, v = torch.randn(2, 4, 12), torch.randn(2, 4, 20)
+    model(a, v)["pooled"].sum().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_gradient_checkpointing(True)
+    assert model.backbone.gradient_checkpointing
+    model(a, v)["pooled"].sum().backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref[n], atol=1e-6), n
