@@ -14,41 +14,69 @@ import sys
 from . import __version__
 from .utils import setup_logging
 
-# (module, what it adds). Modules are imported lazily so `emodistill --help` stays fast.
-COMMAND_MODULES = [
-    "emodistill.data.cli",   # data synth | data check
-    "student.cli",           # student info
-    "teacher.cli",           # teacher info | teacher train
-    "distill.cli",           # distill
-    "export.cli",            # export | bench
-    "emodistill.compare",    # compare
-    "emodistill.predict",    # predict
-    "emodistill.demo",       # demo
-]
+# command -> (module that registers it, one-line help). Only the chosen command's module is imported, so
+# `emodistill --help` and `emodistill data ...` do not pay for torch/transformers start-up.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("emodistill.data.cli", "synthetic data, dataset checks, cache preparation"),
+    "student": ("student.cli", "student model presets: list, info (params, GFLOPs, latency)"),
+    "teacher": ("teacher.cli", "teacher model: info, fine-tuning"),
+    "distill": ("distill.cli", "distill a teacher into a student (configs/distill/*.yaml)"),
+    "export": ("export.cli", "export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget"),
+    "bench": ("export.cli", "teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8"),
+    "compare": ("emodistill.compare", "teacher vs student (vs baseline, ONNX, TensorRT) report"),
+    "predict": ("emodistill.predict", "emotion probabilities for one clip"),
+    "demo": ("emodistill.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _OnlyCommands(argparse._SubParsersAction):
+    """Subparsers that let a command's module add the parser it owns, keeping only the named ones."""
+
+    def __init__(self, *args, keep: set[str] = frozenset(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._keep = keep
+
+    def add_parser(self, name, **kwargs):
+        if name in self._keep:
+            return super().add_parser(name, **kwargs)
+        return argparse.ArgumentParser(add_help=False)  # a sibling command of the same module: discarded
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of `command` (importing its module); every other command is a help-only stub."""
     parser = argparse.ArgumentParser(
         prog="emodistill",
         description="Distill an audio-visual emotion recognizer and check that it fits an RTX 3050.",
+        epilog="`emodistill COMMAND --help` explains each command's options.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"emodistill {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and (name == e.name or name.startswith(e.name + ".")):  # stage not built here
-                continue
-            raise
-        module.register(sub)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        module = importlib.import_module(module_name)
+        real = _OnlyCommands(option_strings=[], dest="command", parser_class=argparse.ArgumentParser,
+                             prog=parser.prog, keep={name})
+        module.register(real)
+        sub._name_parser_map[name] = real._name_parser_map[name]
+        sub._choices_actions.append(argparse._SubParsersAction._ChoicesPseudoAction(name, (), help_text))
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The first positional argument when it names a command (options before it take no values)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "func", None):

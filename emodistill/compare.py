@@ -72,18 +72,33 @@ def _predict_onnx(session, loader) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(preds), np.concatenate(labels)
 
 
-def _rtx_verdict(model: torch.nn.Module | None, onnx_path: Path | None, pre: Preprocess, budget: str,
-                 precision: str) -> dict | None:
-    """RTX 3050 figures from the export stage's budget checker (estimated without CUDA)."""
+def _verdict_summary(v: dict) -> dict:
+    """The few figures a report shows from an export-stage verdict (export.budget.Verdict.to_dict())."""
+    f = v["figures"]
+    return {"mode": v["method"], "passed": v["passed"], "latency_p50_ms": f["p50_ms"], "latency_p95_ms": f["p95_ms"],
+            "vram_mb": f["vram_mb"], "budget": v["budget"], "profile": v["profile"], "precision": v["precision"],
+            "batch_size": v["batch_size"], "device": v["device"]}
+
+
+def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision: str = "fp16") -> dict | None:
+    """RTX 3050 figures from the export stage's budget checker (measured with CUDA, estimated without)."""
     try:
-        from export.budget import verdict_for
+        from export.budget import make_verdict
+        from export.onnx import Dims
+        from export.profiles import load_budget
     except ImportError:  # export stage not installed in this checkout
         return None
-    try:
-        return verdict_for(budget=budget, precision=precision, model=model, onnx_path=onnx_path, preprocess=pre)
-    except Exception as e:  # a report should still be written when one estimate fails
-        logger.warning("RTX 3050 verdict failed for %s: %s", onnx_path or type(model).__name__, e)
-        return {"error": str(e)}
+    b, profile = load_budget(budget)
+    errors = []
+    # a model built for mixed precision (the teacher keeps its projections fp32) may not run as a whole-fp16
+    # copy; its fp32 figures are then reported, labelled fp32
+    for prec in dict.fromkeys([precision, "fp32"]):
+        try:
+            return _verdict_summary(make_verdict(model, Dims.from_preprocess(pre), b, profile, prec).to_dict())
+        except Exception as e:  # one failed estimate must not lose the whole report
+            errors.append(f"{prec}: {type(e).__name__}: {e}")
+            logger.warning("RTX 3050 verdict at %s failed for %s: %s", prec, type(model).__name__, e)
+    return {"error": "; ".join(errors)}
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -109,7 +124,7 @@ def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_c
         entry["robustness"] = {
             f"{miss}_missing": float((_predict_torch(model, loader, miss)[0] == y_true).mean())
             for miss in ("audio", "video")}
-    entry["rtx3050"] = _rtx_verdict(model, None, pre, budget, "fp16")
+    entry["rtx3050"] = _rtx_verdict(model, pre, budget)
     return entry
 
 
@@ -133,13 +148,14 @@ def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: st
         "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
         "file_mb": path.stat().st_size / 2**20,
         "cpu_latency": _latency(lambda: session.run(None, feeds), repeats),
-        "rtx3050": _rtx_verdict(None, path, pre, budget, precision),
+        "rtx3050": (_verdict_summary(sidecar["budget"]["verdict"]) if "budget" in sidecar
+                    else {"error": "no budget verdict in the sidecar"}),
         "_pred": y_pred, "_true": y_true,
     }
 
 
 def _sidecar(path: Path) -> dict:
-    for cand in (path.with_suffix(".json"), path.parent / "sidecar.json", path.parent / "export.json"):
+    for cand in (path.with_suffix(".json"), path.parent / "sidecar.json"):
         if cand.exists():
             try:
                 return json.loads(cand.read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from .utils import sha256_file
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path("outputs/demo/export/onnx_fp32/student.onnx")
+DEFAULT_MODEL = Path("outputs/demo/export/onnx_fp32/model.onnx")
 
 
 class ContractError(ValueError):
@@ -75,7 +76,7 @@ class Predictor:
             self.class_names = meta["class_names"]
         else:
             sidecar = json.loads(find_sidecar(self.path).read_text())
-            contract = sidecar.get("contract", sidecar)
+            contract = sidecar.get("input_contract") or sidecar.get("contract") or sidecar
             if "preprocess" not in contract or "class_names" not in contract:
                 raise ContractError(f"{find_sidecar(self.path)}: no preprocess / class_names in the sidecar")
             self.preprocess = Preprocess.model_validate(contract["preprocess"])
@@ -136,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = Predictor(model, expect)(args.clip, args.wav)
     except ContractError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 3
     if args.json:
         print(json.dumps(result, indent=2))

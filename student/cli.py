@@ -60,6 +60,8 @@ def count_flops(model: nn.Module, video: torch.Tensor, audio: torch.Tensor) -> d
     counts = fc.get_flop_counts()
     root = type(model).__name__
     out = {p: float(sum(counts.get(f"{root}.{p}", {}).values())) for p in PARTS}
+    for key in ("audio", "visual"):  # the unimodal heads count with the head, as their parameters do
+        out["head"] += float(sum(counts.get(f"{root}.unimodal.{key}", {}).values()))
     out["total"] = float(fc.get_total_flops())
     return out
 

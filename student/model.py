@@ -49,10 +49,11 @@ class StudentConfig:
     audio_ff_mult: int = 4
     audio_conv_kernel: int = 15
     audio_pool: str = "attention"
-    # video branch: frame encoder ("vit" or a timm model name) -> ROI top-k -> temporal encoder -> segment pooling
+    # video branch: frame encoder ("cnn", "vit" or a timm model name) -> ROI top-k -> temporal encoder -> segment pooling
     frame_encoder: str = "mobilenetv4_conv_small_050"
     pretrained: bool = False
     image_size: int = 112
+    cnn_widths: list[int] = field(default_factory=lambda: [24, 32, 48, 64])
     vit_patch: int = 8
     vit_dim: int = 64
     vit_depth: int = 2
@@ -76,6 +77,9 @@ class StudentConfig:
     head_pool: str = "mean"
     head_hidden: list[int] = field(default_factory=lambda: [256])
     head_dropout: float = 0.2
+    # linear audio-only / video-only heads on the mean branch features: a training signal per branch (the
+    # `unimodal` distill loss); not part of `logits`, so exports leave them out
+    unimodal_heads: bool = False
     # the input sizes this preset is designed for (info / export / demo use them for dummy inputs)
     default_preprocess: dict[str, Any] = field(
         default_factory=lambda: {"num_frames": 16, "image_size": 112, "clip_seconds": 3.0})
@@ -91,7 +95,8 @@ class StudentConfig:
 
 class StudentModel(nn.Module):
     """forward(video [B,T,3,H,W] in [0,1], audio [B,N], modality_mask [B,2] | None) -> dict(logits [B,C],
-    features [B,S,D], pooled [B,D], audio_features [B,S,Da], visual_features [B,S,Dv], aux_loss? scalar)."""
+    features [B,S,D], pooled [B,D], audio_features [B,S,Da], visual_features [B,S,Dv], aux_loss? scalar,
+    audio_logits? / visual_logits? [B,C] with `unimodal_heads`)."""
 
     family = "student"
 
@@ -106,12 +111,14 @@ class StudentModel(nn.Module):
             cfg.video_dim, cfg.frame_encoder, cfg.image_size, cfg.pretrained, cfg.vit_patch, cfg.vit_dim,
             cfg.vit_depth, cfg.vit_heads, cfg.vit_mlp_ratio, cfg.roi_topk, 1.0, cfg.temporal_layers,
             cfg.temporal_pattern, cfg.temporal_heads, cfg.temporal_ff_mult, cfg.num_segments, cfg.video_pool,
-            cfg.dropout, cfg.mean, cfg.std)
+            cfg.dropout, cfg.mean, cfg.std, cfg.cnn_widths)
         fusion_kw = {"hidden_dim": cfg.fusion_hidden_dim, "dropout": cfg.dropout,
                      **cfg.fusion_kwargs.get(cfg.fusion, {})}
         self.fusion = create_fusion(cfg.fusion, cfg.audio_dim, cfg.video_dim, cfg.num_segments, cfg.fusion_dim,
                                     **fusion_kw)
         self.head = ClassifierHead(cfg.fusion_dim, cfg.num_classes, cfg.head_hidden, cfg.head_pool, cfg.head_dropout)
+        self.unimodal = nn.ModuleDict({"audio": nn.Linear(cfg.audio_dim, cfg.num_classes),
+                                       "visual": nn.Linear(cfg.video_dim, cfg.num_classes)}) if cfg.unimodal_heads else None
 
     # -- the shared model interface -------------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -151,12 +158,22 @@ class StudentModel(nn.Module):
     def forward(self, video: torch.Tensor, audio: torch.Tensor,
                 modality_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feats = self.forward_features(video, audio, modality_mask)
-        return {"logits": self.forward_head(feats), **feats}
+        out = {"logits": self.forward_head(feats), **feats}
+        if self.unimodal is not None:
+            out["audio_logits"] = self.unimodal["audio"](feats["audio_features"].mean(1))
+            out["visual_logits"] = self.unimodal["visual"](feats["visual_features"].mean(1))
+        return out
 
     # -- training helpers -------------------------------------------------------------------------------------
+    def _named_part(self, part: str):
+        """(name, parameter) of one part; the unimodal heads count as part of the head."""
+        yield from getattr(self, part).named_parameters(prefix=part)
+        if part == "head" and self.unimodal is not None:
+            yield from self.unimodal.named_parameters(prefix="unimodal")
+
     def count_parameters(self) -> dict[str, int]:
-        """Parameters per part (audio, video, fusion, head) and total."""
-        counts = {p: sum(x.numel() for x in getattr(self, p).parameters()) for p in PARTS}
+        """Parameters per part (audio, video, fusion, head incl. unimodal heads) and total."""
+        counts = {p: sum(x.numel() for _, x in self._named_part(p)) for p in PARTS}
         counts["total"] = sum(x.numel() for x in self.parameters())
         return counts
 
@@ -177,8 +194,7 @@ class StudentModel(nn.Module):
             raise ValueError(f"lr_scale has unknown part(s) {sorted(unknown)}; parts: {PARTS}")
         groups = []
         for part in PARTS:
-            named = getattr(self, part).named_parameters()
-            for g in split_decay(named, lr * lr_scale.get(part, 1.0), weight_decay):
+            for g in split_decay(self._named_part(part), lr * lr_scale.get(part, 1.0), weight_decay):
                 groups.append({**g, "name": part + ("" if g["weight_decay"] else "_no_decay")})
         return groups
 
@@ -212,18 +228,18 @@ def _build(cfg: StudentConfig, overrides: dict[str, Any]) -> StudentModel:
 
 @register_student
 def student_xs(**overrides: Any) -> StudentModel:
-    """Tiny CPU-demo student (~0.5M params): 8 frames 64x64 through a 2-block ViT, 2 s audio through a
-    2-layer d=64 Conformer, 2 LFM2 fusion layers (conv, attention) of width 96."""
+    """Tiny CPU-demo student (~0.6M params): 8 frames 64x64 through a 4-stage CNN (stride 8, 64 tokens per
+    frame), 2 s audio through a 2-layer d=64 Conformer, 2 LFM2 fusion layers (conv, attention) of width 96."""
     cfg = StudentConfig(
         name="student_xs", num_segments=8, dropout=0.1,
         n_mels=64, audio_dim=64, audio_layers=2, audio_heads=4, audio_ff_mult=2, audio_conv_kernel=15,
-        frame_encoder="vit", image_size=64, vit_patch=16, vit_dim=64, vit_depth=2, vit_heads=4, vit_mlp_ratio=2,
+        frame_encoder="cnn", image_size=64,
         video_dim=64, roi_topk=0, temporal_layers=2, temporal_heads=4, temporal_ff_mult=2.0,
         fusion="lfm2", fusion_dim=96, fusion_hidden_dim=96,
         fusion_kwargs={"lfm2": {"num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
                                 "layer_pattern": ["conv", "full_attention"], "projection_hidden_dim": 128,
                                 "ff_multiplier": 3.0}},
-        head_hidden=[96], head_dropout=0.2,
+        head_hidden=[96], head_dropout=0.2, unimodal_heads=True,
         default_preprocess={"num_frames": 8, "image_size": 64, "clip_seconds": 2.0})
     return _build(cfg, overrides)
 
@@ -242,8 +258,8 @@ def student_s(**overrides: Any) -> StudentModel:
         fusion_kwargs={"lfm2": {"num_layers": 4, "num_heads": 8, "num_kv_heads": 2,
                                 "layer_pattern": ["conv", "conv", "full_attention"], "projection_hidden_dim": 384,
                                 "ff_multiplier": 4.5}},
-        head_hidden=[256], head_dropout=0.2,
-        default_preprocess={"num_frames": 16, "image_size": 112, "clip_seconds": 3.0})
+        head_hidden=[256], head_dropout=0.2, unimodal_heads=True,
+        default_preprocess={"num_frames": 16, "image_size": 112, "clip_seconds": 3.2})
     return _build(cfg, overrides)
 
 

@@ -63,6 +63,42 @@ class FrameViT(nn.Module):
         return self.norm(x)
 
 
+class FrameCNN(nn.Module):
+    """Small from-scratch CNN for tiny frames: [B, 3, H, W] -> tokens [B, (H/8)*(W/8), widths[-1]].
+
+    Each stage is conv3x3 (stride 2 for the first three) -> BN -> ReLU, then a depthwise-separable conv: plain
+    conv/BN/ReLU graphs that TensorRT and ONNX Runtime fuse. On the small synthetic set (~1k clips, 64x64 faces)
+    a ViT trained from scratch did not pick up the facial cues (video-only val 17 %) where this CNN did (57 %,
+    ceiling 60 %): translation equivariance is worth more than capacity at that data size.
+    """
+
+    def __init__(self, image_size: int = 64, widths: Sequence[int] = (24, 32, 48, 64)):
+        super().__init__()
+        layers, c = [], 3
+        for i, w in enumerate(widths):
+            layers += [nn.Conv2d(c, w, 3, 2 if i < 3 else 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                       nn.Conv2d(w, w, 3, 1, 1, groups=w, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                       nn.Conv2d(w, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+        self.net = nn.Sequential(*layers)
+        self.dim = c
+        side = image_size
+        for _ in range(min(3, len(widths))):
+            side = (side + 1) // 2
+        self.num_tokens = side * side
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training:
+            x = checkpoint(self.net, x, use_reentrant=False)
+        else:
+            x = self.net(x)
+        return x.flatten(2).transpose(1, 2)
+
+
 class TimmFrameEncoder(nn.Module):
     """Any timm backbone as `features_only` (last stage): [B, 3, H, W] -> tokens [B, h*w, C].
 
@@ -142,13 +178,16 @@ class VideoBranch(nn.Module):
                  roi_topk: int = 0, roi_tau: float = 1.0, temporal_layers: int = 2,
                  temporal_pattern: Sequence[str] = ("conv", "full_attention"), temporal_heads: int = 4,
                  temporal_ff_mult: float = 3.0, num_segments: int = 8, pool: str = "attention", dropout: float = 0.1,
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 cnn_widths: Sequence[int] = (24, 32, 48, 64)):
         super().__init__()
         self.dim, self.image_size = dim, image_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         if encoder == "vit":
             self.encoder = FrameViT(image_size, vit_patch, vit_dim, vit_depth, vit_heads, vit_mlp_ratio, dropout)
+        elif encoder == "cnn":
+            self.encoder = FrameCNN(image_size, cnn_widths)
         else:
             self.encoder = TimmFrameEncoder(encoder, pretrained, image_size)
         self.proj = nn.Sequential(nn.Linear(self.encoder.dim, dim), nn.LayerNorm(dim))
@@ -182,4 +221,4 @@ class VideoBranch(nn.Module):
         return self.pool(self.temporal(self.frame_features(video)))
 
 
-__all__ = ["ViTBlock", "FrameViT", "TimmFrameEncoder", "ROICompression", "VideoBranch"]
+__all__ = ["ViTBlock", "FrameViT", "FrameCNN", "TimmFrameEncoder", "ROICompression", "VideoBranch"]

@@ -44,7 +44,7 @@ def test_forward_dict_shapes_xs(xs):
 def test_forward_dict_shapes_s_batch1():
     model = create_student("student_s").eval()
     video, audio = dummy_inputs(model, 1)
-    assert video.shape == (1, 16, 3, 112, 112) and audio.shape == (1, 48000)
+    assert video.shape == (1, 16, 3, 112, 112) and audio.shape == (1, 51200)
     with torch.no_grad():
         out = model(video, audio)
     d = model.feature_dims()
@@ -91,7 +91,7 @@ def test_every_parameter_gets_a_gradient(mask):
     model = create_student("student_xs")
     video, audio = _inputs(model)
     out = model(video, audio, modality_mask=None if mask is None else torch.tensor(mask))
-    out["logits"].logsumexp(-1).sum().backward()
+    sum(out[k].logsumexp(-1).sum() for k in ("logits", "audio_logits", "visual_logits")).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad
 
@@ -173,3 +173,17 @@ def test_config_is_a_dataclass_with_contract_sizes():
     for name in ("student_xs", "student_s"):
         pre = create_student(name).config.default_preprocess
         Preprocess(**pre)  # valid contract values
+
+
+def test_unimodal_heads():
+    model = create_student("student_xs").eval()
+    video, audio = _inputs(model)
+    out = model(video, audio)
+    assert out["audio_logits"].shape == out["visual_logits"].shape == out["logits"].shape
+    # the audio head sees only audio: changing the video leaves it alone
+    out2 = model(torch.rand_like(video), audio)
+    assert torch.allclose(out["audio_logits"], out2["audio_logits"])
+    assert not torch.allclose(out["visual_logits"], out2["visual_logits"])
+    plain = create_student("student_xs", unimodal_heads=False)
+    assert "audio_logits" not in plain(video, audio)
+    assert model.count_parameters()["head"] - plain.count_parameters()["head"] == 2 * (64 * 8 + 8)

@@ -1,0 +1,114 @@
+"""The distillation recipe: a typed config loaded from `configs/distill/*.yaml` plus `--set` overrides.
+
+    data / toy   where the clips come from (the data layer's DataConfig, or the toy set of tests)
+    teacher      a fine-tuned teacher checkpoint folder (or, for smoke tests, an untrained preset)
+    student      the student preset and its overrides
+    distill      the loss terms (name -> registered loss, weight schedule, args), the teacher-output
+                 cache, `kd: false` for the CE-only baseline, label_fraction for unlabeled transfer sets
+    train        optimiser, schedule, epochs, precision, checkpoints, early stopping
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from emodistill.config import BaseConfig
+from emodistill.data import DataConfig
+
+from .toy import ToyDataConfig
+
+# loss terms that need only labels (kept in the CE-only baseline); every other registered loss needs a teacher
+LABEL_ONLY_LOSSES = frozenset({"ce", "unimodal"})
+
+
+class TeacherSection(BaseConfig):
+    checkpoint: str | None = Field(None, description="fine-tuned teacher checkpoint folder (emodistill teacher train)")
+    name: str | None = Field(None, description="untrained teacher preset instead of a checkpoint (smoke tests only; "
+                             "`toy_teacher` for the toy set)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="preset overrides when `name` is used")
+
+
+class StudentSection(BaseConfig):
+    name: str = Field("student_xs", description="student preset (emodistill student info), or toy_student")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="StudentConfig fields to override")
+
+
+class LossSection(BaseConfig):
+    """One term of the objective: weight(step) * loss(student_out, teacher_out, batch)."""
+
+    loss: str | None = Field(None, description="registered loss (ce, kd, dkd, feature, rkd); default: the term's name")
+    enabled: bool = Field(True, description="false drops the term")
+    weight: float = Field(1.0, description="weight (the final one for ramped schedules)")
+    schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="weight schedule over steps")
+    warmup_steps: int = Field(0, ge=0, description="ramp length in optimiser steps (linear/cosine)")
+    start_weight: float = Field(0.0, description="weight at the start of the ramp")
+    start_step: int = Field(0, ge=0, description="step at which the ramp starts")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loss (e.g. temperature)")
+
+
+def _default_losses() -> dict[str, LossSection]:
+    return {"ce": LossSection(args={"label_smoothing": 0.1}),
+            "kd": LossSection(args={"temperature": 4.0})}
+
+
+class DistillSection(BaseConfig):
+    kd: bool = Field(True, description="false = CE-only baseline: every teacher term is dropped, no teacher is loaded")
+    losses: dict[str, LossSection] = Field(default_factory=_default_losses, description="named loss terms")
+    cache: bool = Field(True, description="precompute teacher outputs once (offline distillation) instead of "
+                        "running the teacher every step")
+    cache_dir: str | None = Field(None, description="teacher-output cache root; default <output_dir>/../teacher_cache")
+    cache_topk: int | None = Field(None, ge=1, description="store only the top-k teacher logits (compact cache)")
+    label_fraction: float = Field(1.0, ge=0, le=1, description="fraction of train clips that keep their label; "
+                                  "the rest are an unlabeled transfer set (label -1: only the teacher teaches)")
+
+
+class TrainSection(BaseConfig):
+    epochs: int = Field(20, ge=1, description="maximum epochs")
+    batch_size: int = Field(16, ge=1, description="per-process training batch size")
+    eval_batch_size: int = Field(32, ge=1, description="per-process evaluation batch size")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on 1-D parameters)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear lr warm-up length in epochs")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak lr")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, fp16 on other GPUs, none on CPU")
+    metric: Literal["accuracy", "uar", "macro_f1"] = Field("accuracy", description="val metric choosing the best epoch")
+    patience: int = Field(5, ge=1, description="early stopping: epochs without val improvement")
+    modality_dropout: float = Field(0.0, ge=0, lt=0.5, description="per-sample probability of dropping audio "
+                                    "(and, independently, video; never both) for the student during training")
+    eval_missing: bool = Field(True, description="also test the best student with audio / video missing")
+    eval_teacher: bool = Field(True, description="also evaluate the teacher on val and test")
+    save_every_steps: int = Field(0, ge=0, description="also write the resumable state every N optimiser steps")
+    log_every: int = Field(10, ge=1, description="TensorBoard logging period in optimiser steps")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None = torch default)")
+
+
+class DistillConfig(BaseConfig):
+    data: DataConfig | None = Field(None, description="the clips (data layer config)")
+    toy: ToyDataConfig | None = Field(None, description="toy data instead of `data` (tests)")
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    student: StudentSection = Field(default_factory=StudentSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    output_dir: str = Field("runs/distill", description="best checkpoint, training state, metrics.json, TensorBoard")
+    seed: int = Field(0, description="seed of init, data order, dropout and modality dropout")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.data is None) == (self.toy is None):
+            raise ValueError("give exactly one of `data` (clips) and `toy` (toy set)")
+        teacher_terms = self.distill.kd and any(
+            s.enabled and (s.loss or n) not in LABEL_ONLY_LOSSES for n, s in self.distill.losses.items())
+        if teacher_terms and self.teacher.checkpoint is None and self.teacher.name is None:
+            raise ValueError("the recipe has teacher loss terms but no `teacher.checkpoint` "
+                             "(set one, or use distill.kd=false for the CE-only baseline)")
+        return self
+
+
+__all__ = ["DistillConfig", "TeacherSection", "StudentSection", "LossSection", "DistillSection", "TrainSection"]

@@ -1,0 +1,421 @@
+"""Distill a teacher into a student: the flat accelerate loop.
+
+    accelerate launch distill/run.py --config configs/distill/demo.yaml [--set key=value ...] [--resume]
+    torchrun --nproc_per_node 2 distill/run.py --config ...      (CPU: Accelerator(cpu=True), gloo)
+    emodistill distill --config configs/distill/demo.yaml [--set ...] [--resume]
+
+The teacher is loaded from its checkpoint, frozen, moved to the device and never passed to
+`accelerator.prepare`. With `distill.cache` its outputs for every (sample, augmentation view) the
+epochs will draw are computed once (main process) and read from RAM afterwards. The student and the
+loss modules (projectors) train with AdamW, warm-up + cosine, gradient accumulation and clipping;
+each epoch is evaluated on val (gathered over processes), the best student on val is saved with
+`save_checkpoint`, and a resumable state (model, projectors, optimiser, scheduler, RNG of every
+process, position in the epoch) is written atomically at each epoch end and every
+`train.save_every_steps`. At the end the best student is tested, also with audio / video missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import math
+import shlex
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the repository, not this folder's modules
+    _here = Path(__file__).resolve().parent
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from emodistill.checkpoint import WEIGHTS, check_meta, load_checkpoint, read_meta, save_checkpoint
+from emodistill.config import ConfigError, load_config
+from emodistill.contract import Preprocess
+from emodistill.evaluate import evaluate
+from emodistill.optim import split_decay, warmup_cosine
+from emodistill.utils import atomic_path, seed_everything, setup_logging, stable_hash, write_json_atomic
+
+from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
+from distill.config import LABEL_ONLY_LOSSES, DistillConfig
+from distill.core import Distiller, LossTerm
+from distill.data import EpochShuffle, PartiallyLabeled, build_data
+from distill.losses import WeightSchedule, create_loss
+from distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
+
+logger = logging.getLogger("distill.run")
+
+HEADS = "distill_heads.safetensors"
+METRIC_KEYS = ("accuracy", "uar", "war", "macro_f1")
+
+
+def modality_dropout_mask(batch_size: int, p: float, device) -> torch.Tensor | None:
+    """[B,2] mask dropping audio and, independently, video with probability p per sample; never both."""
+    if p <= 0:
+        return None
+    drop = torch.rand(batch_size, 2, device=device) < p
+    drop[:, 1] &= ~drop[:, 0]
+    return (~drop).float()
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def build_student(cfg: DistillConfig, num_classes: int) -> torch.nn.Module:
+    if cfg.student.name.startswith("toy_"):
+        from distill.toy import create_toy
+
+        return create_toy(cfg.student.name, num_classes=num_classes, frames=cfg.toy.frames,
+                          samples=cfg.toy.samples, **cfg.student.overrides)
+    from student import create_student
+
+    return create_student(cfg.student.name, num_classes=num_classes, **cfg.student.overrides)
+
+
+def load_teacher(cfg: DistillConfig, class_names: list[str], preprocess: Preprocess) -> tuple[torch.nn.Module, str]:
+    """(frozen teacher in eval mode, sha256 fingerprint of its weights)."""
+    t = cfg.teacher
+    if t.checkpoint:
+        meta = read_meta(t.checkpoint)
+        diffs = check_meta(meta, preprocess=preprocess)
+        if diffs:
+            logger.warning("teacher %s was fine-tuned with other preprocessing (it now sees the student's "
+                           "inputs):\n  %s", t.checkpoint, "\n  ".join(diffs))
+        model, _ = load_checkpoint(t.checkpoint, class_names=class_names, family="teacher")
+        return model, teacher_fingerprint(t.checkpoint)
+    if t.name.startswith("toy_"):
+        from distill.toy import create_toy
+
+        model = create_toy(t.name, num_classes=len(class_names), frames=cfg.toy.frames, samples=cfg.toy.samples,
+                           **t.overrides)
+    else:
+        from teacher import create_teacher
+
+        model = create_teacher(t.name, num_classes=len(class_names), **t.overrides)
+    logger.warning("teacher %r is UNTRAINED (no teacher.checkpoint): only for smoke tests", t.name)
+    return model.eval(), teacher_fingerprint(model=model)
+
+
+def build_terms(cfg: DistillConfig, student: torch.nn.Module, teacher: torch.nn.Module | None) -> list[LossTerm]:
+    """Loss terms from `distill.losses` (teacher terms dropped when distill.kd is false)."""
+    terms = []
+    s_dims = student.feature_dims() if hasattr(student, "feature_dims") else {}
+    t_dims = teacher.feature_dims() if teacher is not None and hasattr(teacher, "feature_dims") else {}
+    for name, sec in cfg.distill.losses.items():
+        loss = sec.loss or name
+        if not sec.enabled or (not cfg.distill.kd and loss not in LABEL_ONLY_LOSSES):
+            continue
+        args = dict(sec.args)
+        if loss == "feature":
+            key = args.get("key", "features")
+            dim_key = "features" if key == "pooled" else key
+            if dim_key not in s_dims or dim_key not in t_dims:
+                raise ConfigError(f"distill.losses.{name}: feature key {key!r} needs feature_dims()[{dim_key!r}] "
+                                  f"from both models (student {s_dims}, teacher {t_dims})")
+            args.setdefault("student_dim", s_dims[dim_key])
+            args.setdefault("teacher_dim", t_dims[dim_key])
+        try:
+            module = create_loss(loss, **args)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ConfigError(f"distill.losses.{name}: {e}") from None
+        weight = WeightSchedule(sec.weight, sec.schedule, sec.warmup_steps, sec.start_weight, sec.start_step)
+        terms.append(LossTerm(name, module, weight))
+    if not terms:
+        raise ConfigError("distill.losses: no enabled loss term")
+    return terms
+
+
+def cached_fields(distiller: Distiller) -> list[str]:
+    """Teacher outputs besides the logits that the enabled loss terms read."""
+    keys = []
+    for name, module in distiller.criteria.items():
+        key = getattr(module, "key", None)
+        if distiller.needs[name] and key and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def cache_teacher_outputs(cfg: DistillConfig, accelerator, distiller: Distiller, teacher_hash: str, train_ds,
+                          context: dict) -> tuple[WithTeacherOutputs, dict]:
+    """Fill the teacher-output cache for every (clip, view) of the run's epochs (main process), load it
+    everywhere; -> (collate_fn adding batch["teacher"], cache statistics)."""
+    root = Path(cfg.distill.cache_dir) if cfg.distill.cache_dir else Path(cfg.output_dir).parent / "teacher_cache"
+    cache = TeacherCache(root, teacher_hash, context, features=cached_fields(distiller), topk=cfg.distill.cache_topk)
+    t0 = time.perf_counter()
+    added = 0
+    if accelerator.is_main_process:
+        added = fill_for_epochs(cache, distiller.teacher, train_ds, cfg.train.epochs, cfg.train.eval_batch_size,
+                                device=accelerator.device, progress=True, autocast=accelerator.autocast)
+    accelerator.wait_for_everyone()
+    cache.load()
+    info = {"dir": str(cache.dir), "entries": len(cache), "added": added, "fill_seconds": time.perf_counter() - t0,
+            "topk": cfg.distill.cache_topk}
+    logger.info("teacher cache: %d entries (%d new) in %s", len(cache), added, cache.dir)
+    return WithTeacherOutputs(cache), info
+
+
+def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
+    """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, gather_object
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    tc = cfg.train
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision),
+                              gradient_accumulation_steps=tc.grad_accum, log_with="tensorboard",
+                              project_dir=str(out), cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    main, device = accelerator.is_main_process, accelerator.device
+    seed_everything(cfg.seed)
+
+    splits, preprocess, context = build_data(cfg, accelerator)
+    train_ds, val_ds, test_ds = splits["train"], splits["val"], splits["test"]
+    names, num_classes = list(train_ds.class_names), train_ds.num_classes
+    logger.info("train/val/test clips: %d/%d/%d, %d classes", len(train_ds), len(val_ds), len(test_ds), num_classes)
+
+    needs_teacher = cfg.distill.kd and any(s.enabled and (s.loss or n) not in LABEL_ONLY_LOSSES
+                                            for n, s in cfg.distill.losses.items())
+    teacher, teacher_hash = (load_teacher(cfg, names, preprocess) if needs_teacher else (None, None))
+    student = build_student(cfg, num_classes)
+    distiller = Distiller(student, teacher, build_terms(cfg, student, teacher))
+    n_student = sum(p.numel() for p in student.parameters())
+    n_heads = sum(p.numel() for p in distiller.criteria.parameters())
+    logger.info("student %s: %.3fM parameters; loss modules (projectors): %d; terms: %s", cfg.student.name,
+                n_student / 1e6, n_heads, {n: repr(w) for n, w in distiller.weights.items()})
+
+    val_loader = DataLoader(val_ds, batch_size=tc.eval_batch_size, num_workers=tc.num_workers)
+    test_loader = DataLoader(test_ds, batch_size=tc.eval_batch_size, num_workers=tc.num_workers)
+    val_loader, test_loader = accelerator.prepare(val_loader, test_loader)
+
+    teacher_metrics = {}
+    if teacher is not None:
+        teacher.to(device)  # moved only: the frozen teacher is never wrapped for gradient sync
+        if tc.eval_teacher:
+            # what the teacher knows bounds what KD can transfer: also test it with each modality missing
+            runs = [("val", val_loader, None), ("test", test_loader, None)]
+            if tc.eval_missing:
+                runs += [("test_missing_audio", test_loader, "audio"), ("test_missing_video", test_loader, "video")]
+            with accelerator.autocast():
+                teacher_metrics = {name: evaluate(teacher, loader, num_classes, accelerator, missing=missing)
+                                   for name, loader, missing in runs}
+            logger.info("teacher: %s", ", ".join(f"{k} acc {v['accuracy']:.4f}" for k, v in teacher_metrics.items()))
+    collate, cache_info = None, {}
+    if teacher is not None and cfg.distill.cache:
+        collate, cache_info = cache_teacher_outputs(cfg, accelerator, distiller, teacher_hash, train_ds, context)
+        distiller.set_teacher(None)  # every target comes from the cache now
+        del teacher
+        gc.collect()
+    train_items = train_ds
+    if cfg.distill.label_fraction < 1.0:
+        train_items = PartiallyLabeled(train_items, cfg.distill.label_fraction, cfg.seed)
+
+    sampler = EpochShuffle(len(train_items), cfg.seed)
+    # a private generator: DataLoader iterators must not consume the global RNG (exact resume)
+    train_loader = DataLoader(train_items, batch_size=tc.batch_size, sampler=sampler, drop_last=True,
+                              num_workers=tc.num_workers, collate_fn=collate,
+                              generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = torch.optim.AdamW(split_decay(distiller.named_parameters(), tc.lr, tc.weight_decay), lr=tc.lr,
+                                  betas=tc.betas)
+    distiller, optimizer, train_loader = accelerator.prepare(distiller, optimizer, train_loader)
+    core: Distiller = accelerator.unwrap_model(distiller)
+    steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)
+    scheduler = warmup_cosine(optimizer.optimizer, int(tc.warmup_epochs * steps_per_epoch),
+                              steps_per_epoch * tc.epochs, tc.min_lr_ratio)
+    accelerator.init_trackers("distill", config=_flat(cfg.model_dump(mode="json")))
+
+    state_root, best_dir = out / "state", out / "best"
+    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={"train": {"epochs"}}))
+    step, start_epoch, skip, partial = 0, 0, 0, {}
+    book = {"best": -1.0, "best_epoch": -1, "stale": 0, "stopped": False, "history": []}
+    seed_everything(cfg.seed + accelerator.process_index)  # per-process dropout / modality-dropout streams
+    if resume:
+        found = latest_state(state_root)
+        if found is None:
+            logger.warning("--resume: no training state under %s; starting from scratch", state_root)
+        else:
+            meta = load_state(found, model=core, optimizer=optimizer, scheduler=scheduler)
+            pos, extra = meta["position"], meta["extra"]
+            if extra.get("config_hash") != config_hash:
+                logger.warning("--resume: the config differs from the one that wrote %s", found)
+            step, start_epoch, skip, book = pos["step"], pos["epoch"], pos["batch"], extra["book"]
+            partial = pos.get("partial", {})
+            if accelerator.scaler is not None and extra.get("grad_scaler"):  # fp16 loss scale
+                accelerator.scaler.load_state_dict(extra["grad_scaler"])
+            if pos["epoch_done"]:
+                start_epoch, skip, partial = start_epoch + 1, 0, {}
+            rngs = meta["rng"]
+            if len(rngs) != accelerator.num_processes:
+                logger.warning("--resume: state has %d process RNG states, this run %d", len(rngs),
+                               accelerator.num_processes)
+            set_rng_state(rngs[accelerator.process_index % len(rngs)])
+            logger.info("resumed from %s: epoch %d, batch %d, step %d", found, start_epoch + 1, skip, step)
+
+    def save_training_state(epoch: int, batch: int, epoch_done: bool, partial: dict | None = None) -> None:
+        rngs = gather_object([rng_state()])
+        if main:
+            save_state(state_root, model=core, optimizer=optimizer, scheduler=scheduler, rng=rngs,
+                       position={"step": step, "epoch": epoch, "batch": batch, "epoch_done": epoch_done,
+                                 "partial": partial or {}},
+                       extra={"book": book, "config_hash": config_hash,
+                              "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler else None})
+        accelerator.wait_for_everyone()
+
+    start = time.perf_counter()
+    for epoch in range(start_epoch, tc.epochs):
+        if book["stopped"]:
+            break
+        train_items.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        loader.set_epoch(epoch)  # accelerate re-applies its own epoch counter to the sampler on each pass
+        batch_idx, skip = skip, 0
+        distiller.train()
+        # a resumed mid-epoch state carries the epoch's running sums, so the logged means are exact too
+        sums, seen = defaultdict(float, partial.get("sums", {})), partial.get("seen", 0)
+        partial = {}
+        t0 = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not accelerator.is_local_main_process,
+                   leave=False)
+        for batch in bar:
+            with accelerator.accumulate(distiller):
+                batch["modality_mask"] = modality_dropout_mask(batch["video"].shape[0], tc.modality_dropout, device)
+                res = distiller(batch, step=step)
+                accelerator.backward(res["loss"])
+                if accelerator.sync_gradients and tc.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(distiller.parameters(), tc.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            batch_idx += 1
+            n = batch["label"].shape[0]
+            seen += n
+            for k, v in res.items():
+                if k != "logits":
+                    sums[k] += v.item() * n
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+            if accelerator.sync_gradients:
+                step += 1
+                if step % tc.log_every == 0:
+                    accelerator.log({**{f"train/{k}": v.item() for k, v in res.items() if k != "logits"},
+                                     **{f"weight/{k}": w for k, w in core.weights_at(step).items()},
+                                     "train/lr": scheduler.get_last_lr()[0]}, step=step)
+                if tc.save_every_steps and step % tc.save_every_steps == 0 and batch_idx < len(train_loader):
+                    save_training_state(epoch, batch_idx, epoch_done=False, partial={"sums": dict(sums), "seen": seen})
+        epoch_seconds = time.perf_counter() - t0
+        train_means = {k: accelerator.reduce(torch.tensor(v / max(seen, 1), device=device), "mean").item()
+                       for k, v in sorted(sums.items())}
+        with accelerator.autocast():
+            val = evaluate(core.student, val_loader, num_classes, accelerator)
+        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": epoch_seconds,
+               **{f"train_{k}": v for k, v in train_means.items()},
+               **{f"val_{k}": val[k] for k in METRIC_KEYS}}
+        book["history"].append(row)
+        accelerator.log({**{f"train/epoch_{k}": v for k, v in train_means.items()},
+                         **{f"val/{k}": val[k] for k in METRIC_KEYS}, "time/epoch_seconds": epoch_seconds}, step=step)
+        improved = val[tc.metric] > book["best"]
+        if improved:
+            book.update(best=val[tc.metric], best_epoch=epoch + 1, stale=0)
+            if main:
+                save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names,
+                                extra={"distill": {"epoch": epoch + 1, "val": val, "teacher": cfg.teacher.checkpoint,
+                                                   "teacher_sha256": teacher_hash, "config": cfg.model_dump(mode="json")}})
+                heads = {k: v.detach().cpu().contiguous() for k, v in core.criteria.state_dict().items()}
+                if heads:  # projectors: trained with the student, kept beside it, never exported
+                    with atomic_path(best_dir / HEADS) as tmp:
+                        save_file(heads, str(tmp))
+        else:
+            book["stale"] += 1
+        if book["stale"] >= tc.patience:
+            book["stopped"] = True
+            logger.info("early stopping: no val %s improvement for %d epochs", tc.metric, book["stale"])
+        if main:
+            logger.info("epoch %d: loss %.4f  val acc %.4f uar %.4f f1 %.4f  (%.1f s)%s", epoch + 1,
+                        train_means.get("loss", float("nan")), val["accuracy"], val["uar"], val["macro_f1"],
+                        epoch_seconds, "  (best)" if improved else "")
+        save_training_state(epoch, batch_idx, epoch_done=True)
+    train_seconds = time.perf_counter() - start
+
+    if not (best_dir / WEIGHTS).exists():
+        raise RuntimeError(f"no best checkpoint in {best_dir}: the run trained no epoch")
+    core.student.load_state_dict(load_file(str(best_dir / WEIGHTS)))  # copied onto the params' device
+    results = {}
+    with accelerator.autocast():
+        for name, loader, missing in [("val", val_loader, None), ("test", test_loader, None),
+                                      ("test_missing_audio", test_loader, "audio"),
+                                      ("test_missing_video", test_loader, "video")]:
+            if missing and not tc.eval_missing:
+                continue
+            results[name] = evaluate(core.student, loader, num_classes, accelerator, missing=missing)
+    history = book["history"]
+    metrics = {"student": cfg.student.name, "teacher": cfg.teacher.checkpoint or cfg.teacher.name,
+               "kd": cfg.distill.kd, "seed": cfg.seed, "best_epoch": book["best_epoch"],
+               "selected_on": f"val_{tc.metric}", **results, "teacher_metrics": teacher_metrics,
+               "history": history, "epoch_seconds": [r["epoch_seconds"] for r in history],
+               "train_seconds": train_seconds, "cache": cache_info, "student_parameters": n_student,
+               "projector_parameters": n_heads, "checkpoint": str(best_dir), "num_processes": accelerator.num_processes,
+               "command": command}
+    if main:
+        write_json_atomic(out / "metrics.json", metrics)
+        t = results["test"]
+        logger.info("best epoch %d: val acc %.4f, test acc %.4f (UAR %.4f, macro-F1 %.4f)%s; %.0f s; %s",
+                    book["best_epoch"], results["val"]["accuracy"], t["accuracy"], t["uar"], t["macro_f1"],
+                    "".join(f", {k} {results[k]['accuracy']:.4f}" for k in results if k.startswith("test_missing")),
+                    train_seconds, out / "metrics.json")
+    accelerator.end_training()
+    return metrics
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe (configs/distill/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set distill.kd=false --set train.epochs=5")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output_dir>/state exactly where the last run stopped")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(DistillConfig, args.config, args.overrides)
+    command = "emodistill distill " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["distill"] \
+        else " ".join(shlex.quote(a) for a in sys.argv)
+    metrics = train(cfg, resume=args.resume, command=command)
+    t = metrics["test"]
+    print(f"best epoch {metrics['best_epoch']}: val acc {metrics['val']['accuracy']:.4f}  test acc {t['accuracy']:.4f}"
+          f"  UAR {t['uar']:.4f}  macro-F1 {t['macro_f1']:.4f}  -> {Path(cfg.output_dir) / 'metrics.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

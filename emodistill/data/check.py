@@ -1,0 +1,158 @@
+"""`emodistill data check DIR`: what is in a dataset folder and which files cannot be used.
+
+Every clip is decoded once (all video frames, no RGB conversion beyond the T sampled ones; the whole
+audio track) in a process pool, so corrupt or truncated files show up here rather than mid-training.
+How each problem is treated (the same way the cache build treats it):
+    unparseable name, audio-only file without its video   -> skipped, listed with the reason
+    corrupt / truncated / empty file, empty .wav          -> skipped, listed with the reason
+    .mp4 without an audio track (or video-only w/o .wav)  -> used with zero audio, listed as a warning
+    fewer frames than T                                   -> used with repeated frames, listed as a warning
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+from collections import Counter
+
+import numpy as np
+
+from .names import Clip, get_format, scan_dataset
+from .splits import SPLITS, assign_splits
+
+logger = logging.getLogger(__name__)
+
+
+def inspect_clip(video_path: str, audio_path: str | None, num_frames: int, sample_rate: int = 16000) -> dict:
+    """Decode a clip fully and return its metadata; {"error": reason} when it cannot be used."""
+    from .decode import DecodeError, decode_sources
+
+    try:
+        _, audio, info = decode_sources(video_path, audio_path, num_frames, sample_rate)
+    except DecodeError as e:
+        return {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one odd file must not end a check of thousands
+        return {"error": f"unexpected {type(e).__name__}: {e}"}
+    return info
+
+
+def _inspect_all(clips: list[Clip], num_frames: int, workers: int, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    out: list[dict | None] = [None] * len(clips)
+    bar = tqdm(total=len(clips), desc="check clips", unit="clip", disable=not progress)
+    if workers <= 0:
+        for i, c in enumerate(clips):
+            out[i] = inspect_clip(c.video_path, c.audio_path, num_frames)
+            bar.update()
+    else:
+        try:
+            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver")) as pool:
+                futs = {pool.submit(inspect_clip, c.video_path, c.audio_path, num_frames): i
+                        for i, c in enumerate(clips)}
+                for fut in cf.as_completed(futs):
+                    try:
+                        out[futs[fut]] = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        continue
+                    bar.update()
+        except cf.process.BrokenProcessPool:
+            pass
+        for i, r in enumerate(out):  # a worker that crashed: check the rest in this process
+            if r is None:
+                out[i] = inspect_clip(clips[i].video_path, clips[i].audio_path, num_frames)
+                bar.update()
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, split: str = "fixed", fold: int = 0,
+                  vocal_channel: str = "all", workers: int = 2, progress: bool = True) -> dict:
+    """Scan + decode everything under `root`; returns a JSON-able report."""
+    fmt = get_format(format)
+    scan = scan_dataset(root, format)
+    clips = scan.clips if vocal_channel == "all" else [c for c in scan.clips if c.vocal_channel == vocal_channel]
+    infos = _inspect_all(clips, num_frames, workers, progress)
+    bad = [{"path": p, "reason": r} for p, r in scan.bad]
+    warnings, ok = [], []
+    for clip, info in zip(clips, infos):
+        if "error" in info:
+            bad.append({"path": clip.video_path, "reason": info["error"]})
+            continue
+        ok.append((clip, info))
+        warnings.extend({"path": clip.video_path, "warning": w} for w in info.get("warnings", []))
+    report = {"root": str(root), "format": format, "num_frames": num_frames, "files_bad": len(bad),
+              "clips_ok": len(ok), "clips_found": len(clips), "bad": bad, "warnings": warnings,
+              "unused": [{"path": p, "reason": r} for p, r in scan.unused], "class_names": fmt.class_names}
+    if not ok:
+        return report
+    try:
+        actor_split = assign_splits({c.actor for c, _ in ok}, split, fold, format)
+        report["split"] = {"kind": split, "fold": fold,
+                           "actors": {s: sorted(a for a, n in actor_split.items() if n == s) for s in SPLITS}}
+    except ValueError as e:
+        actor_split = {}
+        report["split"] = {"kind": split, "fold": fold, "error": str(e)}
+    table = {c: {s: 0 for s in ("total", *SPLITS)} for c in fmt.class_names}
+    for clip, _ in ok:
+        row = table[fmt.class_names[clip.label]]
+        row["total"] += 1
+        if clip.actor in actor_split:
+            row[actor_split[clip.actor]] += 1
+    report["per_class"] = table
+    report["per_actor"] = {str(a): n for a, n in sorted(Counter(c.actor for c, _ in ok).items())}
+    report["per_channel"] = dict(Counter(c.vocal_channel for c, _ in ok))
+    durations = np.array([i["duration"] or 0.0 for _, i in ok])
+    audio_sec = np.array([i.get("audio_seconds", 0.0) for _, i in ok])
+    report["duration_s"] = {"min": float(durations.min()), "mean": float(durations.mean()),
+                            "max": float(durations.max())}
+    report["audio_s"] = {"min": float(audio_sec.min()), "mean": float(audio_sec.mean()), "max": float(audio_sec.max())}
+    report["frames"] = {"min": int(min(i["frames"] for _, i in ok)), "max": int(max(i["frames"] for _, i in ok)),
+                        "shorter_than_T": sum(i["frames"] < num_frames for _, i in ok)}
+    report["resolutions"] = dict(Counter(f"{i['width']}x{i['height']}" for _, i in ok))
+    report["fps"] = dict(Counter(f"{i['fps']:.2f}" for _, i in ok))
+    report["sample_rates"] = dict(Counter(f"{i['audio_rate']} Hz x{i['audio_channels']}" if "audio_rate" in i
+                                          else "no audio" for _, i in ok))
+    report["codecs"] = dict(Counter(f"{i.get('codec')}/{i.get('audio_codec', '-')}" for _, i in ok))
+    return report
+
+
+def format_report(r: dict, max_list: int = 50) -> str:
+    """The report as a plain-text table."""
+    lines = [f"dataset {r['root']} ({r['format']}): {r['clips_ok']} usable clips of {r['clips_found']} found, "
+             f"{r['files_bad']} bad files, {len(r['warnings'])} warnings"]
+    if r.get("per_class"):
+        split = r.get("split", {})
+        title = f"split {split.get('kind')}" + (f" fold {split.get('fold')}" if split.get("kind") == "fold" else "")
+        lines += ["", f"{'class':<12}{'total':>7}{'train':>7}{'val':>7}{'test':>7}   ({title})"]
+        tot = Counter()
+        for name, row in r["per_class"].items():
+            lines.append(f"{name:<12}" + "".join(f"{row[k]:>7}" for k in ("total", *SPLITS)))
+            tot.update(row)
+        lines.append(f"{'all':<12}" + "".join(f"{tot[k]:>7}" for k in ("total", *SPLITS)))
+        if "actors" in split:
+            lines.append("actors: " + "; ".join(f"{s} {','.join(map(str, a))}" for s, a in split["actors"].items()))
+        elif "error" in split:
+            lines.append(f"split: {split['error']}")
+        per_actor = " ".join(f"{a}:{n}" for a, n in r["per_actor"].items())
+        lines += [f"clips per actor: {per_actor}", f"vocal channel: {r['per_channel']}", "",
+                  f"video duration s: min {r['duration_s']['min']:.2f} mean {r['duration_s']['mean']:.2f} "
+                  f"max {r['duration_s']['max']:.2f};  audio s: min {r['audio_s']['min']:.2f} "
+                  f"mean {r['audio_s']['mean']:.2f} max {r['audio_s']['max']:.2f}",
+                  f"frames: min {r['frames']['min']} max {r['frames']['max']}; "
+                  f"{r['frames']['shorter_than_T']} clips shorter than T={r['num_frames']}",
+                  f"resolutions: {r['resolutions']}", f"fps: {r['fps']}", f"audio: {r['sample_rates']}",
+                  f"codecs (video/audio): {r['codecs']}"]
+    for title, items, key in (("bad files (skipped)", r["bad"], "reason"),
+                              ("warnings (used)", r["warnings"], "warning"),
+                              ("unused duplicates", r["unused"], "reason")):
+        if items:
+            lines += ["", f"{title}: {len(items)}"]
+            lines += [f"  {i['path']}: {i[key]}" for i in items[:max_list]]
+            if len(items) > max_list:
+                lines.append(f"  ... {len(items) - max_list} more (see --json)")
+    return "\n".join(lines)
+
+
+__all__ = ["inspect_clip", "check_dataset", "format_report"]

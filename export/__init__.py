@@ -1,0 +1,35 @@
+"""Export and edge budgets: ONNX (fp32/fp16/int8), TensorRT engines, RTX 3050 latency/VRAM verdicts, benchmarks.
+
+    from export import load_budget, estimated_verdict, export_onnx, quantize_int8
+    emodistill export --checkpoint CKPT --format onnx --precision int8 --budget rtx3050-laptop-4gb --out DIR
+
+Modules: onnx (export, parity, ORT latency), quantize (INT8), tensorrt (torch-tensorrt engines), profiles
+(hardware profiles and budgets), estimate (roofline), budget (verdicts), bench, perf (regression figures),
+run (the export command), cli (subcommand registration). Names are imported lazily (onnx/onnxruntime load only
+when used).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "profiles": ["HardwareProfile", "Budget", "load_profile", "load_budget", "list_profiles", "list_budgets"],
+    "estimate": ["count_costs", "estimate", "CostTrace", "Estimate"],
+    "budget": ["Verdict", "estimated_verdict", "measured_verdict", "make_verdict"],
+    "onnx": ["Dims", "ExportWrapper", "export_onnx", "half_model", "compare_logits", "make_session", "ort_latency"],
+    "quantize": ["QuantConfig", "quantize_int8", "make_reader"],
+    "tensorrt": ["availability", "build_engine", "trtexec_command", "TensorRTUnavailable"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

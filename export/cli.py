@@ -1,0 +1,43 @@
+"""`emodistill export` and `emodistill bench` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _export(args) -> int:
+    from .run import EXIT_ERROR, run_export
+
+    try:
+        return run_export(args)
+    except FileExistsError as e:  # the dispatcher handles ValueError/RuntimeError/FileNotFoundError
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def register(sub) -> None:
+    from .bench import add_bench_arguments
+    from .run import add_export_arguments
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget",
+                       description="Export a checkpoint to ONNX (fp32/fp16/int8) or a TensorRT engine, write a JSON "
+                                   "sidecar, and check an RTX 3050 latency/VRAM budget (exit 3 when exceeded).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_export_arguments(p)
+    p.set_defaults(func=_export)
+    b = sub.add_parser("bench", help="teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8",
+                       description="Benchmark teacher and student: PyTorch eager, ONNX Runtime FP32 and INT8 at "
+                                   "batch 1 and 16 (median, p95); writes bench.json and bench.md.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_bench_arguments(b)
+    b.set_defaults(func=_bench)
+
+
+__all__ = ["register"]

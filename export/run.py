@@ -1,0 +1,337 @@
+"""`emodistill export`: checkpoint -> ONNX (fp32/fp16/int8) or TensorRT engine + sidecar + budget verdict.
+
+    emodistill export --checkpoint runs/distill/student_s --format onnx --precision int8 \
+        --budget rtx3050-laptop-4gb-realtime --data data/synth --out exports/student_s-int8
+    python export/run.py ...   (same options)
+
+Writes into --out: the artifact (`model.onnx` or `model.engine`), `model.json` (the sidecar: input contract,
+precision, versions, sha256 of the artifact, parity/accuracy/latency, budget verdict) and `verdict.txt`.
+Exit codes: 0 ok, 1 error, 3 budget exceeded (the table says which figure and by how much), 4 parity or accuracy
+outside tolerance, 5 TensorRT path unavailable (no torch-tensorrt / no GPU).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # `python export/run.py`: make `export` importable, hide export/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    import export  # noqa: F401,E402
+
+    __package__ = "export"  # PEP 366: the relative imports below resolve inside the package
+
+import argparse  # noqa: E402
+import datetime as _dt  # noqa: E402
+import logging  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+logger = logging.getLogger("export.run")
+
+EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5
+ARTIFACT_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine"}
+SIDECAR, VERDICT_TXT = "model.json", "verdict.txt"
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or its model.safetensors)")
+    p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx", help="artifact kind")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="artifact precision")
+    p.add_argument("--budget", default="rtx3050-desktop-8gb",
+                   help="budget name/YAML (configs/hardware/budgets/) or a hardware profile name (its default budget)")
+    p.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a budget field, e.g. max_p95_ms=20 or batch_size=16 (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite an existing artifact in --out")
+    p.add_argument("--data", default=None,
+                   help="dataset root: real clips for parity, calibration (train split) and accuracy (test split); "
+                        "without it parity uses random inputs and no accuracy is reported")
+    p.add_argument("--data-format", choices=["ravdess", "cremad"], default=None,
+                   help="dataset naming scheme (default: the checkpoint's, else ravdess)")
+    p.add_argument("--verdict", choices=["auto", "estimated", "measured"], default="auto",
+                   help="auto: measured when CUDA is visible, else the roofline estimate")
+    p.add_argument("--measure-seconds", type=float, default=10.0, help="timed runs of a measured verdict (>= 10 s)")
+    p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="ONNX INT8 method")
+    p.add_argument("--int8-target", choices=["cpu", "tensorrt"], default="cpu",
+                   help="cpu: uint8 asymmetric activations (ORT); tensorrt: symmetric int8 activations and weights")
+    p.add_argument("--calib-samples", type=int, default=64, help="training clips used for INT8 calibration")
+    p.add_argument("--calibrate-method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="activation range calibration")
+    p.add_argument("--max-eval", type=int, default=0, help="test clips used for accuracy (0 = all)")
+    p.add_argument("--parity-samples", type=int, default=32, help="clips for the PyTorch parity check")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="largest accuracy drop (points) vs the fp32 PyTorch model on the test split")
+    p.add_argument("--eval-batch", type=int, default=16, help="batch size for parity and accuracy")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime CPU intra-op threads for the latency figure")
+    p.add_argument("--latency-seconds", type=float, default=2.0, help="ONNX Runtime CPU timing per batch size")
+    p.add_argument("--max-batch", type=int, default=16, help="largest batch of the TensorRT optimisation profile")
+    p.add_argument("--hardware-compatible", action="store_true",
+                   help="TensorRT engine that runs on any Ampere+ GPU (slightly slower)")
+
+
+@dataclass
+class Clips:
+    """Batches for parity, calibration and accuracy; `real` says whether they come from a dataset."""
+
+    parity: list[dict]
+    calib: list[dict]
+    test: list[dict] | None
+    real: bool
+    source: str
+
+
+def _batches(ds, batch: int, limit: int = 0) -> list[dict]:
+    idx = list(range(len(ds)))
+    if limit and limit < len(idx):  # evenly spread: covers actors and classes, deterministic
+        idx = [int(i) for i in np.linspace(0, len(ds) - 1, limit).round()]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=batch, shuffle=False)
+    return [{"video": b["video"], "audio": b["audio"], "label": b["label"]} for b in loader]
+
+
+def load_clips(args, meta: dict, dims) -> Clips:
+    from .onnx import random_inputs
+
+    if not args.data:
+        parity = [dict(zip(("video", "audio"), random_inputs(dims, min(args.eval_batch, args.parity_samples), s)))
+                  for s in range(max(1, args.parity_samples // max(1, args.eval_batch)))]
+        return Clips(parity, parity, None, False, "random inputs (no --data)")
+    try:
+        from emodistill.data import DataConfig, build_datasets
+    except ImportError as e:
+        raise RuntimeError(f"--data needs the data layer (emodistill.data): {e}") from e
+    saved = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    keep = {k: saved[k] for k in ("format", "split", "fold", "vocal_channel", "seed") if k in saved}
+    if args.data_format:
+        keep["format"] = args.data_format
+    cfg = DataConfig(root=args.data, preprocess=meta["preprocess"], augment=False, num_views=1, **keep)
+    ds = build_datasets(cfg)
+    test = _batches(ds["test"], args.eval_batch, args.max_eval)
+    if not test:
+        raise ValueError(f"{args.data}: the test split is empty")
+    parity = _batches(ds["test"], args.eval_batch, args.parity_samples)
+    calib = _batches(ds["train"], args.eval_batch, args.calib_samples)
+    return Clips(parity, calib, test, True, f"{args.data} ({cfg.format}, test={len(ds['test'])}, "
+                                            f"train={len(ds['train'])})")
+
+
+def contract_for(meta: dict, dims, precision: str) -> dict:
+    from emodistill.contract import Preprocess, input_contract
+
+    pre = Preprocess.model_validate(meta["preprocess"])
+    classes = list(meta["class_names"])
+    base = meta.get("contract") or input_contract(pre, classes)
+    return {
+        **base,
+        "inputs": [{"name": "video", "shape": ["batch", dims.num_frames, 3, dims.image_size, dims.image_size],
+                    "dtype": "float32", "layout": "B,T,C,H,W", "range": [0.0, 1.0], "color": "RGB"},
+                   {"name": "audio", "shape": ["batch", dims.num_samples], "dtype": "float32",
+                    "sample_rate": dims.sample_rate, "range": [-1.0, 1.0]}],
+        "outputs": [{"name": "logits", "shape": ["batch", len(classes)], "dtype": "float32"}],
+        "dynamic_axes": {"video": {"0": "batch"}, "audio": {"0": "batch"}, "logits": {"0": "batch"}},
+        "frame_count": dims.num_frames, "frame_size": [dims.image_size, dims.image_size],
+        "sample_rate": dims.sample_rate, "num_samples": dims.num_samples, "clip_seconds": pre.clip_seconds,
+        "normalisation": base.get("video", {}).get("normalisation", "inside the model"),
+        "compute_precision": precision, "class_names": classes,
+    }
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    existing = [n for n in (*ARTIFACT_NAMES.values(), SIDECAR, VERDICT_TXT) if (out / n).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite (use --force)")
+    out.mkdir(parents=True, exist_ok=True)
+    for n in existing:
+        (out / n).unlink()
+
+
+def _accuracy(logits: np.ndarray, clips: Clips, num_classes: int) -> dict | None:
+    from .onnx import accuracy_report
+
+    if clips.test is None:
+        return None
+    labels = np.concatenate([np.asarray(b["label"]) for b in clips.test])
+    return accuracy_report(logits, labels, num_classes)
+
+
+def _accuracy_block(args, ref: np.ndarray, art: np.ndarray, clips: Clips, num_classes: int) -> dict:
+    """Test-split accuracy of the artifact vs the fp32 PyTorch model, and their top-1 agreement."""
+    acc_t, acc_a = _accuracy(ref, clips, num_classes), _accuracy(art, clips, num_classes)
+    drop = 100 * (acc_t["accuracy"] - acc_a["accuracy"])
+    return {"split": "test", "n": int(len(ref)), "pytorch_fp32": acc_t, "artifact": acc_a, "drop_points": drop,
+            "top1_agreement": float((ref.argmax(-1) == art.argmax(-1)).mean()),
+            "max_drop_points": args.max_accuracy_drop, "passed": drop <= args.max_accuracy_drop}
+
+
+def _export_onnx(args, model, dims, clips: Clips, out: Path, num_classes: int) -> dict:
+    from .onnx import (compare_logits, export_onnx, make_session, onnx_model_size, ort_latency, session_logits,
+                       torch_logits)
+    from .quantize import QuantConfig, make_reader, quantize_int8
+
+    path = out / ARTIFACT_NAMES["onnx"]
+    info: dict = {}
+    if args.precision == "int8":
+        fp32 = out / ".model-fp32.onnx"
+        try:
+            info["export"] = export_onnx(model, dims, fp32, "fp32")
+            qcfg = QuantConfig(mode=args.int8_mode, target=args.int8_target, calib_samples=args.calib_samples,
+                               calibrate_method=args.calibrate_method)
+            reader = make_reader(clips.calib, args.calib_samples) if args.int8_mode == "static" else None
+            info["quantization"] = quantize_int8(fp32, path, qcfg, reader)
+            info["quantization"]["calibration_data"] = clips.source if args.int8_mode == "static" else None
+            if args.int8_mode == "static" and not clips.real:
+                logger.warning("INT8 calibrated on random inputs (no --data): ranges will not match real clips")
+        finally:
+            fp32.unlink(missing_ok=True)
+    else:
+        info["export"] = export_onnx(model, dims, path, args.precision)
+    sess = make_session(path, threads=args.threads)
+    ref, _ = torch_logits(model, clips.parity)
+    info["parity"] = compare_logits(ref, session_logits(sess, clips.parity), args.precision,
+                                    judge_top1=clips.real or args.precision != "int8")
+    info["parity"]["inputs"] = clips.source
+    if clips.test is not None:
+        info["accuracy"] = _accuracy_block(args, torch_logits(model, clips.test)[0],
+                                           session_logits(sess, clips.test), clips, num_classes)
+    batches = sorted({1, args.budget_batch})
+    info["ort_cpu_latency"] = [ort_latency(sess, dims, b, seconds=args.latency_seconds) for b in batches]
+    info["size_bytes"] = onnx_model_size(path)
+    return info
+
+
+def _export_tensorrt(args, model, dims, clips: Clips, out: Path, num_classes: int) -> tuple[dict, object]:
+    from .onnx import compare_logits, torch_logits
+    from .tensorrt import build_engine
+
+    path = out / ARTIFACT_NAMES["tensorrt"]
+    facts, compiled = build_engine(model, dims, args.precision, path, opt_batch=args.budget_batch,
+                                   max_batch=args.max_batch, calib=clips.calib,
+                                   hardware_compatible=args.hardware_compatible)
+
+    @torch.no_grad()
+    def trt_logits(batches):
+        return np.concatenate([compiled(b["video"].cuda(), b["audio"].cuda()).float().cpu().numpy() for b in batches])
+
+    info: dict = {"export": facts}
+    ref, _ = torch_logits(model.cpu(), clips.parity)
+    info["parity"] = compare_logits(ref, trt_logits(clips.parity), args.precision,
+                                    judge_top1=clips.real or args.precision != "int8")
+    info["parity"]["inputs"] = clips.source
+    if clips.test is not None:
+        info["accuracy"] = _accuracy_block(args, torch_logits(model.cpu(), clips.test)[0], trt_logits(clips.test),
+                                           clips, num_classes)
+    info["size_bytes"] = path.stat().st_size
+    return info, compiled
+
+
+def run_export(args) -> int:
+    from emodistill.checkpoint import load_checkpoint
+    from emodistill.utils import sha256_file, versions, write_json_atomic
+
+    from .budget import make_verdict
+    from .onnx import Dims, tolerances_table
+    from .profiles import load_budget
+    from .tensorrt import availability, trtexec_command
+
+    out = Path(args.out)
+    budget, profile = load_budget(args.budget, args.budget_set)
+    if budget.precision and budget.precision != args.precision:
+        raise ValueError(f"budget {budget.name} is for {budget.precision}, but --precision is {args.precision}; "
+                         f"pick a matching budget or add --budget-set precision={args.precision}")
+    if args.verdict == "measured" and not torch.cuda.is_available():
+        raise RuntimeError("--verdict measured needs a CUDA GPU; none is visible (use --verdict estimated)")
+    if args.format == "tensorrt":
+        ok, reason = availability(args.precision)
+        if not ok:
+            print(f"TensorRT export is not possible on this machine: {reason}.\n"
+                  f"Use --format onnx here, and build the engine on the RTX 3050 with trtexec.", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    args.budget_batch = budget.batch_size
+    _prepare_out(out, args.force)
+    model, meta = load_checkpoint(args.checkpoint)
+    dims = Dims.from_preprocess(meta["preprocess"])
+    num_classes = len(meta["class_names"])
+    clips = load_clips(args, meta, dims)
+
+    runner = engine_vram = None
+    if args.format == "onnx":
+        info = _export_onnx(args, model, dims, clips, out, num_classes)
+    else:
+        info, runner = _export_tensorrt(args, model, dims, clips, out, num_classes)
+        mem = info["export"]["engine"]
+        engine_vram = (mem["device_memory_bytes"] + mem["weights_bytes"]) / 2**20
+    artifact = out / ARTIFACT_NAMES[args.format]
+    onnx_ref = artifact if args.format == "onnx" else out / "model.onnx"
+    trtexec = trtexec_command(onnx_ref, dims, args.precision, budget.batch_size, args.max_batch)
+    measure_kw = {"seconds": max(args.measure_seconds, 10.0)} if args.verdict != "estimated" else {}
+    if runner is not None:
+        measure_kw |= {"runner": runner, "engine_vram_mb": engine_vram, "what": f"TensorRT engine {args.precision}"}
+    verdict = make_verdict(model.cpu(), dims, budget, profile, args.precision, args.verdict, **measure_kw)
+
+    ver = versions()
+    if args.format == "tensorrt":
+        import torch_tensorrt
+
+        ver["torch_tensorrt"] = torch_tensorrt.__version__
+    sidecar = {
+        "artifact": artifact.name, "format": args.format, "precision": args.precision,
+        "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size,
+        "input_contract": contract_for(meta, dims, args.precision),
+        "source_checkpoint": {"path": str(Path(args.checkpoint).resolve()), "family": meta.get("family"),
+                              "weights_sha256": meta.get("weights_sha256"), "num_parameters": meta.get("num_parameters"),
+                              "git_commit": meta.get("git_commit"), "model": meta.get("model")},
+        **{k: v for k, v in info.items() if k != "size_bytes"},
+        "tolerances": tolerances_table(), "trtexec": trtexec,
+        "budget": {"spec": budget.model_dump(), "profile": profile.summary(), "verdict": verdict.to_dict()},
+        "versions": ver, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+    }
+    write_json_atomic(out / SIDECAR, sidecar)
+    (out / VERDICT_TXT).write_text(verdict.table() + "\n")
+
+    print(f"wrote {artifact} ({artifact.stat().st_size / 2**20:.2f} MB, sha256 {sidecar['sha256'][:16]}...) "
+          f"and {out / SIDECAR}")
+    par = info["parity"]
+    print(f"parity vs PyTorch fp32 ({par['n']} clips, {par['inputs']}): max|diff| {par['max_abs_diff']:.2e}, "
+          f"top-1 agreement {par['top1_agreement']:.1%} -> {'ok' if par['passed'] else 'OUT OF TOLERANCE'} "
+          f"({par['tolerance']['rule']})")
+    acc = info.get("accuracy")
+    if acc:
+        print(f"test accuracy ({acc['n']} clips): artifact {acc['artifact']['accuracy']:.2%} vs PyTorch fp32 "
+              f"{acc['pytorch_fp32']['accuracy']:.2%} (drop {acc['drop_points']:+.2f} points, max "
+              f"{acc['max_drop_points']:g}; top-1 agreement {acc['top1_agreement']:.1%}) -> "
+              f"{'ok' if acc['passed'] else 'OUT OF TOLERANCE'}")
+    for lat in info.get("ort_cpu_latency", []):
+        print(f"ONNX Runtime CPU ({lat['threads']} thread): batch {lat['batch_size']} p50 {lat['p50_ms']:.2f} ms, "
+              f"p95 {lat['p95_ms']:.2f} ms")
+    print(f"TensorRT build on the target GPU: {trtexec}")
+    print(verdict.table())
+    if not verdict.passed:
+        return EXIT_BUDGET
+    if not par["passed"] or (acc and not acc["passed"]):
+        return EXIT_PARITY
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    from emodistill.utils import setup_logging
+
+    parser = argparse.ArgumentParser(prog="export/run.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_export_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return run_export(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""A reduced demo (small synthetic set, 1 epoch per stage) from nothing to the comparison report."""
+
+import json
+import math
+
+from emodistill.demo import run_demo
+
+
+def test_reduced_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    report = run_demo(out, size="small", epochs=1, tensorrt=False)
+    roles = {e["role"] for e in report["models"]}
+    assert {"teacher", "student_kd", "student_ce", "onnx_fp32", "onnx_int8"} <= roles
+    n_classes = len(report["data"]["class_names"])
+    for e in report["models"]:
+        m = e["metrics"]
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+        assert len(m["per_class_recall"]) == n_classes
+        assert sum(map(sum, m["confusion"])) == report["data"]["num_samples"]
+        assert e["cpu_latency"]["median_ms"] > 0
+        assert e["rtx3050"] and "error" not in e["rtx3050"], e["rtx3050"]
+        assert e["rtx3050"]["mode"] in ("estimated", "measured")
+    s = report["summary"]
+    assert 0 <= s["teacher_student_agreement"] <= 1 and math.isfinite(s["accuracy_retained"])
+    assert s["compression"] > 1  # the teacher is the larger model
+    rep = out / "report"
+    assert (rep / "confusion.png").stat().st_size > 5000
+    assert (rep / "accuracy_latency.png").stat().st_size > 5000
+    md = (rep / "report.md").read_text()
+    for name in ("Teacher", "Student (KD)", "Student (CE only)", "ONNX FP32", "ONNX INT8"):
+        assert f"| {name} |" in md
+    assert json.loads((rep / "report.json").read_text())["summary"] == s
+
+    # a rerun skips every stage (cheap), and still returns the same report
+    again = run_demo(out, size="small", epochs=1, tensorrt=False)
+    assert again["summary"] == s
