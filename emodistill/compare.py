@@ -258,6 +258,7 @@ def plot_accuracy_latency(report: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for e in report["models"]:
@@ -265,6 +266,11 @@ def plot_accuracy_latency(report: dict, path: Path) -> None:
         ax.scatter([x], [y], s=60)
         ax.annotate(e["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
+    # plain millisecond numbers (1, 2, 3, 5, 7, 10 ...) rather than 2x10^0 on the log axis
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(4.0, 6.0, 8.0, 9.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
     ax.set_xlabel("CPU latency, batch 1, median (ms, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs latency (one point per model / precision)")
