@@ -41,7 +41,8 @@ from emodistill.config import ConfigError, load_config
 from emodistill.contract import Preprocess
 from emodistill.evaluate import evaluate
 from emodistill.optim import split_decay, warmup_cosine
-from emodistill.utils import atomic_path, seed_everything, setup_logging, stable_hash, write_json_atomic
+from emodistill.utils import (atomic_path, finish_distributed, seed_everything, setup_logging, stable_hash,
+                              write_json_atomic)
 
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
 from distill.config import LABEL_ONLY_LOSSES, DistillConfig
@@ -385,7 +386,7 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
                     book["best_epoch"], results["val"]["accuracy"], t["accuracy"], t["uar"], t["macro_f1"],
                     "".join(f", {k} {results[k]['accuracy']:.4f}" for k in results if k.startswith("test_missing")),
                     train_seconds, out / "metrics.json")
-    accelerator.end_training()
+    finish_distributed(accelerator)
     return metrics
 
 

@@ -94,3 +94,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def finish_distributed(accelerator) -> None:
+    """End an accelerate run: wait for every process, close the trackers, then tear the process group down.
+
+    A gloo group still alive at interpreter exit can abort a rank ("terminate called without an active
+    exception") after the work is done, which torchrun reports as a failed run.
+    """
+    import torch.distributed as dist
+
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -33,7 +33,7 @@ from emodistill.config import BaseConfig, load_config
 from emodistill.data import DataConfig, build_datasets
 from emodistill.evaluate import evaluate, modality_mask
 from emodistill.optim import warmup_cosine
-from emodistill.utils import seed_everything, setup_logging, write_json_atomic
+from emodistill.utils import finish_distributed, seed_everything, setup_logging, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def train(cfg: TeacherTrainConfig, command: str = "") -> dict:
         logger.info("best epoch %d: val acc %.4f, test acc %.4f (UAR %.4f, macro-F1 %.4f); %.0f s; %s",
                     best_epoch, val["accuracy"], test["accuracy"], test["uar"], test["macro_f1"], train_seconds,
                     out / "metrics.json")
-    accelerator.end_training()
+    finish_distributed(accelerator)
     return metrics
 
 
