@@ -19,8 +19,14 @@ from emodistill.data import DataConfig
 
 from .toy import ToyDataConfig
 
-# loss terms that need only labels (kept in the CE-only baseline); every other registered loss needs a teacher
-LABEL_ONLY_LOSSES = frozenset({"ce", "unimodal"})
+
+def _needs_teacher(loss: str) -> bool:
+    from .losses import needs_teacher  # torch-heavy: imported only when a recipe is validated
+
+    try:
+        return needs_teacher(loss)
+    except KeyError as e:  # a ValueError becomes a validation error that names the key
+        raise ValueError(str(e).strip("'\"")) from None
 
 
 class TeacherSection(BaseConfig):
@@ -104,7 +110,7 @@ class DistillConfig(BaseConfig):
         if (self.data is None) == (self.toy is None):
             raise ValueError("give exactly one of `data` (clips) and `toy` (toy set)")
         teacher_terms = self.distill.kd and any(
-            s.enabled and (s.loss or n) not in LABEL_ONLY_LOSSES for n, s in self.distill.losses.items())
+            s.enabled and _needs_teacher(s.loss or n) for n, s in self.distill.losses.items())
         if teacher_terms and self.teacher.checkpoint is None and self.teacher.name is None:
             raise ValueError("the recipe has teacher loss terms but no `teacher.checkpoint` "
                              "(set one, or use distill.kd=false for the CE-only baseline)")

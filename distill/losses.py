@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emodistill.evaluate import unimodal_ce
 from emodistill.registry import Registry
 
 LOSSES = Registry("loss")
@@ -26,6 +27,11 @@ register_loss = LOSSES.register
 create_loss = LOSSES.create
 
 IGNORE_LABEL = -1
+
+
+def needs_teacher(name: str) -> bool:
+    """Whether the registered loss `name` reads teacher outputs (its class attribute; unknown -> KeyError)."""
+    return bool(getattr(LOSSES.get(name), "needs_teacher", True))
 
 
 def _need_teacher(name: str, teacher_out: dict | None) -> dict:
@@ -165,16 +171,8 @@ class UnimodalCE(nn.Module):
         if "audio_logits" not in student_out:
             raise KeyError("loss 'unimodal' needs a student with unimodal heads "
                            "(set student.overrides.unimodal_heads=true, or disable the term)")
-        label = batch["label"].long()
-        valid = (label != IGNORE_LABEL).float()
-        mask = batch.get("modality_mask")
-        total = student_out["logits"].sum() * 0.0
-        for col, key in ((0, "audio_logits"), (1, "visual_logits")):
-            ce = F.cross_entropy(student_out[key].float(), label.clamp(min=0), reduction="none",
-                                 label_smoothing=self.label_smoothing)
-            w = valid * (mask[:, col].float() if mask is not None else 1.0)
-            total = total + (ce * w).sum() / w.sum().clamp(min=1.0)
-        return total / 2
+        return unimodal_ce(student_out, batch["label"].long(), batch.get("modality_mask"), self.label_smoothing,
+                           IGNORE_LABEL)
 
 
 @register_loss(name="kd")
@@ -314,6 +312,6 @@ class WeightSchedule:
         return f"WeightSchedule({self.kind}, value={self.value}, warmup_steps={self.warmup_steps})"
 
 
-__all__ = ["LOSSES", "register_loss", "create_loss", "IGNORE_LABEL", "teacher_logits", "kd_loss", "dkd_loss",
+__all__ = ["LOSSES", "register_loss", "create_loss", "needs_teacher", "IGNORE_LABEL", "teacher_logits", "kd_loss", "dkd_loss",
            "rkd_loss", "CrossEntropy", "UnimodalCE", "LogitKD", "DecoupledKD", "FeatureDistill", "RelationalKD",
            "WeightSchedule"]

@@ -39,31 +39,22 @@ from tqdm.auto import tqdm
 from emodistill.checkpoint import WEIGHTS, check_meta, load_checkpoint, read_meta, save_checkpoint
 from emodistill.config import ConfigError, load_config
 from emodistill.contract import Preprocess
-from emodistill.evaluate import evaluate
+from emodistill.evaluate import evaluate, modality_dropout_mask
 from emodistill.optim import split_decay, warmup_cosine
 from emodistill.utils import (atomic_path, finish_distributed, seed_everything, setup_logging, stable_hash,
                               write_json_atomic)
 
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
-from distill.config import LABEL_ONLY_LOSSES, DistillConfig
+from distill.config import DistillConfig
 from distill.core import Distiller, LossTerm
 from distill.data import EpochShuffle, PartiallyLabeled, build_data
-from distill.losses import WeightSchedule, create_loss
+from distill.losses import WeightSchedule, create_loss, needs_teacher
 from distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
 
 logger = logging.getLogger("distill.run")
 
 HEADS = "distill_heads.safetensors"
 METRIC_KEYS = ("accuracy", "uar", "war", "macro_f1")
-
-
-def modality_dropout_mask(batch_size: int, p: float, device) -> torch.Tensor | None:
-    """[B,2] mask dropping audio and, independently, video with probability p per sample; never both."""
-    if p <= 0:
-        return None
-    drop = torch.rand(batch_size, 2, device=device) < p
-    drop[:, 1] &= ~drop[:, 0]
-    return (~drop).float()
 
 
 def _mixed_precision(choice: str) -> str:
@@ -126,7 +117,7 @@ def build_terms(cfg: DistillConfig, student: torch.nn.Module, teacher: torch.nn.
     t_dims = teacher.feature_dims() if teacher is not None and hasattr(teacher, "feature_dims") else {}
     for name, sec in cfg.distill.losses.items():
         loss = sec.loss or name
-        if not sec.enabled or (not cfg.distill.kd and loss not in LABEL_ONLY_LOSSES):
+        if not sec.enabled or (not cfg.distill.kd and needs_teacher(loss)):
             continue
         args = dict(sec.args)
         if loss == "feature":
@@ -198,9 +189,9 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
     names, num_classes = list(train_ds.class_names), train_ds.num_classes
     logger.info("train/val/test clips: %d/%d/%d, %d classes", len(train_ds), len(val_ds), len(test_ds), num_classes)
 
-    needs_teacher = cfg.distill.kd and any(s.enabled and (s.loss or n) not in LABEL_ONLY_LOSSES
-                                            for n, s in cfg.distill.losses.items())
-    teacher, teacher_hash = (load_teacher(cfg, names, preprocess) if needs_teacher else (None, None))
+    with_teacher = cfg.distill.kd and any(s.enabled and needs_teacher(s.loss or n)
+                                          for n, s in cfg.distill.losses.items())
+    teacher, teacher_hash = (load_teacher(cfg, names, preprocess) if with_teacher else (None, None))
     student = build_student(cfg, num_classes)
     distiller = Distiller(student, teacher, build_terms(cfg, student, teacher))
     n_student = sum(p.numel() for p in student.parameters())

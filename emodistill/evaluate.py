@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from .metrics import classification_metrics
 
@@ -18,6 +19,30 @@ def modality_mask(batch_size: int, missing: Missing = None, device=None) -> torc
     mask = torch.ones(batch_size, 2, device=device)
     mask[:, 0 if missing == "audio" else 1] = 0.0
     return mask
+
+
+def modality_dropout_mask(batch_size: int, p: float, device=None) -> torch.Tensor | None:
+    """[B, 2] training mask dropping audio and, independently, video with probability p per sample, never both
+    (None when p <= 0)."""
+    if p <= 0:
+        return None
+    drop = torch.rand(batch_size, 2, device=device) < p
+    drop[:, 1] &= ~drop[:, 0]
+    return (~drop).float()
+
+
+def unimodal_ce(out: dict, label: torch.Tensor, mask: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                ignore_label: int = -1) -> torch.Tensor:
+    """Mean over the audio-only and video-only heads (`audio_logits`, `visual_logits` [B,C]) of their
+    cross-entropy, each over the clips that have that modality (`mask` [B,2], 1 = present) and a label
+    (`label` [B], `ignore_label` = unlabeled). Scalar; 0 when no clip counts."""
+    valid = (label != ignore_label).float()
+    total = out["audio_logits"].sum() * 0.0
+    for col, key in ((0, "audio_logits"), (1, "visual_logits")):
+        ce = F.cross_entropy(out[key].float(), label.clamp(min=0), reduction="none", label_smoothing=label_smoothing)
+        w = valid * (mask[:, col].float() if mask is not None else 1.0)
+        total = total + (ce * w).sum() / w.sum().clamp(min=1.0)
+    return total / 2
 
 
 @torch.no_grad()

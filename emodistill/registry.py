@@ -22,10 +22,14 @@ class Registry:
 
         return deco(fn) if fn is not None else deco
 
-    def create(self, name: str, **kwargs: Any) -> Any:
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory (function or class) registered under `name`."""
         if name not in self._fns:
             raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._fns))}")
-        return self._fns[name](**kwargs)
+        return self._fns[name]
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._fns)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from emodistill.checkpoint import WEIGHTS, CheckpointError, check_meta, read_meta, save_checkpoint
 from emodistill.config import BaseConfig, load_config
 from emodistill.data import DataConfig, build_datasets
-from emodistill.evaluate import evaluate, modality_mask
+from emodistill.evaluate import evaluate, modality_dropout_mask, modality_mask, unimodal_ce
 from emodistill.optim import warmup_cosine
 from emodistill.utils import finish_distributed, seed_everything, setup_logging, write_json_atomic
 
@@ -109,21 +109,7 @@ def _modality_mask(batch_size: int, p: float, device, modality: str = "both") ->
     (or the fixed mask of a unimodal baseline)."""
     if modality != "both":
         return modality_mask(batch_size, "video" if modality == "audio" else "audio", device)
-    if p <= 0:
-        return None
-    drop = torch.rand(batch_size, 2, device=device) < p
-    drop[:, 1] &= ~drop[:, 0]
-    return (~drop).float()
-
-
-def _unimodal_loss(res: dict, label: torch.Tensor, mask: torch.Tensor | None, smoothing: float) -> torch.Tensor:
-    """Mean of the audio-only and video-only heads' cross-entropy, each over the samples that have it."""
-    total = 0.0
-    for col, key in ((0, "audio_logits"), (1, "visual_logits")):
-        ce = F.cross_entropy(res[key].float(), label, label_smoothing=smoothing, reduction="none")
-        w = mask[:, col] if mask is not None else torch.ones_like(ce)
-        total = total + (ce * w).sum() / w.sum().clamp(min=1.0)
-    return total / 2
+    return modality_dropout_mask(batch_size, p, device)
 
 
 def load_best(model: torch.nn.Module, folder: Path, preprocess, class_names) -> dict:
@@ -196,7 +182,7 @@ def train(cfg: TeacherTrainConfig, command: str = "") -> dict:
                 res = model(video, audio, modality_mask=mask)
                 loss = F.cross_entropy(res["logits"].float(), label, label_smoothing=cfg.label_smoothing)
                 if "audio_logits" in res:  # also at weight 0: the heads stay in the graph (DDP sees them used)
-                    loss = loss + cfg.unimodal_weight * _unimodal_loss(res, label, mask, cfg.label_smoothing)
+                    loss = loss + cfg.unimodal_weight * unimodal_ce(res, label, mask, cfg.label_smoothing)
                 if "aux_loss" in res:
                     loss = loss + res["aux_loss"]
                 accelerator.backward(loss)

@@ -236,7 +236,7 @@ def test_unknown_override_is_named(small):
 
 
 def test_unimodal_heads_and_their_masked_loss(clip, small):
-    from teacher.train import _unimodal_loss
+    from emodistill.evaluate import unimodal_ce as _unimodal_loss
 
     model = small(unimodal_heads=True).eval()
     out = model(*clip)
