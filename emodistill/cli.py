@@ -29,19 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _OnlyCommands(argparse._SubParsersAction):
-    """Subparsers that let a command's module add the parser it owns, keeping only the named ones."""
-
-    def __init__(self, *args, keep: set[str] = frozenset(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._keep = keep
-
-    def add_parser(self, name, **kwargs):
-        if name in self._keep:
-            return super().add_parser(name, **kwargs)
-        return argparse.ArgumentParser(add_help=False)  # a sibling command of the same module: discarded
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser of `command` (importing its module); every other command is a help-only stub."""
     parser = argparse.ArgumentParser(
@@ -53,16 +40,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"emodistill {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name, (module_name, help_text) in COMMANDS.items():
-        if name != command:
+    if command is not None:
+        importlib.import_module(COMMANDS[command][0]).register(sub)  # may add sibling commands too (export, bench)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in sub.choices:
             sub.add_parser(name, help=help_text, add_help=False)
-            continue
-        module = importlib.import_module(module_name)
-        real = _OnlyCommands(option_strings=[], dest="command", parser_class=argparse.ArgumentParser,
-                             prog=parser.prog, keep={name})
-        module.register(real)
-        sub._name_parser_map[name] = real._name_parser_map[name]
-        sub._choices_actions.append(argparse._SubParsersAction._ChoicesPseudoAction(name, (), help_text))
     return parser
 
 
