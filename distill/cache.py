@@ -247,8 +247,9 @@ def _key_of(dataset, i: int) -> str | None:
 @torch.no_grad()
 def fill_for_epochs(cache: TeacherCache, teacher: torch.nn.Module, dataset, epochs: int, batch_size: int = 32,
                     inputs: Callable[[dict], dict] = av_inputs_full, device=None, progress: bool = False,
-                    autocast=None) -> int:
-    """Cache the teacher's outputs for every (sample, view) that `epochs` epochs of `dataset` will draw.
+                    autocast=None, view: int | None = None) -> int:
+    """Cache the teacher's outputs for every (sample, view) that `epochs` epochs of `dataset` will draw,
+    or, with `view`, for every sample at that one view (the clean clip: `CLEAN_VIEW`).
 
     Uses the dataset's `view_of(i, epoch)` and `load(i, view)` (ClipDataset's API) so each distinct
     (sample, view) is loaded once, and not at all when it is cached already. Returns rows added.
@@ -262,9 +263,9 @@ def fill_for_epochs(cache: TeacherCache, teacher: torch.nn.Module, dataset, epoc
                 yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size)
         return cache.fill(teacher, per_epoch(), inputs, device, progress, autocast)
     todo, seen = [], set()
-    for e in range(epochs):
+    for e in range(epochs if view is None else 1):
         for i in range(len(dataset)):
-            pair = (i, int(dataset.view_of(i, e)))
+            pair = (i, int(dataset.view_of(i, e) if view is None else view))
             if pair in seen:
                 continue
             seen.add(pair)
@@ -281,19 +282,21 @@ def fill_for_epochs(cache: TeacherCache, teacher: torch.nn.Module, dataset, epoc
 
 
 class WithTeacherOutputs:
-    """collate_fn adding `teacher` = the cached outputs of each row's (key, view) to a default-collated batch.
+    """collate_fn adding `teacher` = the cached outputs of each row's (key, view) to a default-collated batch
+    (or of (key, `view`) for every row: the teacher's outputs on the clean clip, whatever view the student got).
 
     One `index_select` per stored field per batch: the read path of a cached epoch.
     """
 
-    def __init__(self, cache: TeacherCache, collate: Callable[[list], dict] | None = None):
+    def __init__(self, cache: TeacherCache, collate: Callable[[list], dict] | None = None, view: int | None = None):
         from torch.utils.data import default_collate
 
-        self.cache, self.collate = cache, collate or default_collate
+        self.cache, self.collate, self.view = cache, collate or default_collate, view
 
     def __call__(self, items: list[dict]) -> dict:
         batch = self.collate(items)
-        batch["teacher"] = self.cache.lookup_batch(batch["key"], batch["view"])
+        views = batch["view"] if self.view is None else [self.view] * len(batch["key"])
+        batch["teacher"] = self.cache.lookup_batch(batch["key"], views)
         return batch
 
 

@@ -66,6 +66,9 @@ class DistillSection(BaseConfig):
                         "running the teacher every step")
     cache_dir: str | None = Field(None, description="teacher-output cache root; default <output_dir>/../teacher_cache")
     cache_topk: int | None = Field(None, ge=1, description="store only the top-k teacher logits (compact cache)")
+    teacher_view: Literal["same", "clean"] = Field(
+        "same", description="what the teacher sees: the student's augmented view, or the clean clip (one cached "
+        "output per clip; the student learns to map every view to the teacher's clean-clip output)")
     label_fraction: float = Field(1.0, ge=0, le=1, description="fraction of train clips that keep their label; "
                                   "the rest are an unlabeled transfer set (label -1: only the teacher teaches)")
 

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from emodistill.contract import Preprocess
+from emodistill.data.dataset import CLEAN_VIEW
 from emodistill.utils import stable_hash
 
 from .config import DistillConfig
@@ -69,4 +70,30 @@ class PartiallyLabeled(Dataset):
         return getattr(self.dataset, name)
 
 
-__all__ = ["build_data", "EpochShuffle", "PartiallyLabeled"]
+class CleanTeacherView(Dataset):
+    """Adds the clean clip (`teacher_video` [T,3,S,S], `teacher_audio` [N]) to each item of an augmenting
+    dataset: with `distill.teacher_view: clean` and a live teacher, the teacher sees it, the student the view."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.dataset[i]
+        clean = self.dataset.load(i, CLEAN_VIEW)
+        return {**item, "teacher_video": clean["video"], "teacher_audio": clean["audio"]}
+
+    def __getattr__(self, name):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def clean_teacher_inputs(batch: dict) -> dict:
+    """Teacher kwargs from `CleanTeacherView` items: the clean clip, both modalities."""
+    return {"video": batch["teacher_video"], "audio": batch["teacher_audio"]}
+
+
+__all__ = ["build_data", "EpochShuffle", "PartiallyLabeled", "CleanTeacherView", "clean_teacher_inputs"]

@@ -181,20 +181,47 @@ class LogitKD(nn.Module):
 
     Works with full teacher logits or the cache's top-k logits (teacher distribution renormalised
     over its top k classes; equal to full KD when k = C).
+
+    teacher_errors: what to do with labeled rows whose teacher top-1 is not the label (a teacher weaker
+    than the labels teaches its mistakes otherwise): `keep` (plain KD), `drop` (no KD on those rows) or
+    `swap` (swap the teacher's top logit with the label's, "knowledge adjustment", Wen et al. 2021: the
+    target keeps the teacher's similarity structure but puts the label first). Unlabeled rows are kept.
+    min_confidence: rows whose teacher top-1 probability (at T = 1) is below it get no KD, as FixMatch
+    masks unconfident pseudo-labels: the student does not learn the teacher's doubt between classes it
+    cannot tell apart (0 = every row).
     """
 
     needs_teacher = True
 
-    def __init__(self, temperature: float = 4.0):
+    ERRORS = ("keep", "drop", "swap")
+
+    def __init__(self, temperature: float = 4.0, teacher_errors: str = "keep", min_confidence: float = 0.0):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"kd temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        if teacher_errors not in self.ERRORS:
+            raise ValueError(f"kd teacher_errors must be one of {self.ERRORS}, got {teacher_errors!r}")
+        if not 0.0 <= min_confidence < 1.0:
+            raise ValueError(f"kd min_confidence must be in [0, 1), got {min_confidence}")
+        self.temperature, self.teacher_errors, self.min_confidence = temperature, teacher_errors, min_confidence
 
     def forward(self, student_out: dict, teacher_out: dict | None, batch: dict) -> torch.Tensor:
         s = student_out["logits"]
         t = teacher_logits(_need_teacher("kd", teacher_out), s.shape[-1])
-        return kd_loss(s, t, self.temperature)
+        keep = torch.ones(t.shape[0], dtype=torch.bool, device=t.device)
+        if self.min_confidence > 0:
+            keep &= F.softmax(t.float(), -1).amax(-1) >= self.min_confidence
+        if self.teacher_errors != "keep":
+            label = batch["label"].long()
+            top = t.argmax(-1)
+            wrong = (label != IGNORE_LABEL) & (top != label)
+            if self.teacher_errors == "drop":
+                keep &= ~wrong
+            else:
+                rows = wrong.nonzero().squeeze(1)
+                t = t.clone()
+                t[rows, top[rows]], t[rows, label[rows]] = t[rows, label[rows]], t[rows, top[rows]]
+        return kd_loss(s, t, self.temperature, None if keep.all() else keep)
 
 
 @register_loss(name="dkd")

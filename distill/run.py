@@ -46,8 +46,8 @@ from emodistill.utils import (atomic_path, finish_distributed, seed_everything, 
 
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
 from distill.config import DistillConfig
-from distill.core import Distiller, LossTerm
-from distill.data import EpochShuffle, PartiallyLabeled, build_data
+from distill.core import Distiller, LossTerm, av_inputs_full
+from distill.data import CLEAN_VIEW, CleanTeacherView, EpochShuffle, PartiallyLabeled, build_data, clean_teacher_inputs
 from distill.losses import WeightSchedule, create_loss, needs_teacher
 from distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
 
@@ -150,22 +150,22 @@ def cached_fields(distiller: Distiller) -> list[str]:
 
 
 def cache_teacher_outputs(cfg: DistillConfig, accelerator, distiller: Distiller, teacher_hash: str, train_ds,
-                          context: dict) -> tuple[WithTeacherOutputs, dict]:
-    """Fill the teacher-output cache for every (clip, view) of the run's epochs (main process), load it
-    everywhere; -> (collate_fn adding batch["teacher"], cache statistics)."""
+                          context: dict, view: int | None = None) -> tuple[WithTeacherOutputs, dict]:
+    """Fill the teacher-output cache for every (clip, view) of the run's epochs (or every clip at `view`)
+    (main process), load it everywhere; -> (collate_fn adding batch["teacher"], cache statistics)."""
     root = Path(cfg.distill.cache_dir) if cfg.distill.cache_dir else Path(cfg.output_dir).parent / "teacher_cache"
     cache = TeacherCache(root, teacher_hash, context, features=cached_fields(distiller), topk=cfg.distill.cache_topk)
     t0 = time.perf_counter()
     added = 0
     if accelerator.is_main_process:
         added = fill_for_epochs(cache, distiller.teacher, train_ds, cfg.train.epochs, cfg.train.eval_batch_size,
-                                device=accelerator.device, progress=True, autocast=accelerator.autocast)
+                                device=accelerator.device, progress=True, autocast=accelerator.autocast, view=view)
     accelerator.wait_for_everyone()
     cache.load()
     info = {"dir": str(cache.dir), "entries": len(cache), "added": added, "fill_seconds": time.perf_counter() - t0,
             "topk": cfg.distill.cache_topk}
     logger.info("teacher cache: %d entries (%d new) in %s", len(cache), added, cache.dir)
-    return WithTeacherOutputs(cache), info
+    return WithTeacherOutputs(cache, view=view), info
 
 
 def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
@@ -193,7 +193,12 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
                                           for n, s in cfg.distill.losses.items())
     teacher, teacher_hash = (load_teacher(cfg, names, preprocess) if with_teacher else (None, None))
     student = build_student(cfg, num_classes)
-    distiller = Distiller(student, teacher, build_terms(cfg, student, teacher))
+    # teacher_view "clean": the teacher's targets come from the un-augmented clip (meaningful only where
+    # the train split augments; otherwise every view is the clean clip already)
+    clean = cfg.distill.teacher_view == "clean" and getattr(train_ds, "augment", False)
+    live_clean = clean and teacher is not None and not cfg.distill.cache  # the loader also reads the clean clip
+    distiller = Distiller(student, teacher, build_terms(cfg, student, teacher),
+                          teacher_inputs=clean_teacher_inputs if live_clean else av_inputs_full)
     n_student = sum(p.numel() for p in student.parameters())
     n_heads = sum(p.numel() for p in distiller.criteria.parameters())
     logger.info("student %s: %.3fM parameters; loss modules (projectors): %d; terms: %s", cfg.student.name,
@@ -217,11 +222,12 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
             logger.info("teacher: %s", ", ".join(f"{k} acc {v['accuracy']:.4f}" for k, v in teacher_metrics.items()))
     collate, cache_info = None, {}
     if teacher is not None and cfg.distill.cache:
-        collate, cache_info = cache_teacher_outputs(cfg, accelerator, distiller, teacher_hash, train_ds, context)
+        collate, cache_info = cache_teacher_outputs(cfg, accelerator, distiller, teacher_hash, train_ds, context,
+                                                    view=CLEAN_VIEW if clean else None)
         distiller.set_teacher(None)  # every target comes from the cache now
         del teacher
         gc.collect()
-    train_items = train_ds
+    train_items = CleanTeacherView(train_ds) if live_clean else train_ds
     if cfg.distill.label_fraction < 1.0:
         train_items = PartiallyLabeled(train_items, cfg.distill.label_fraction, cfg.seed)
 

@@ -84,7 +84,7 @@ class ToyClips(Dataset):
         audio = 0.5 * torch.sin(t * (0.2 + 0.4 * (label // half))) + c.noise * torch.randn(c.samples, generator=g)
         key = self.key_of(i)
         view = view if self.augment else 0
-        if view:
+        if view > 0:  # 0 and CLEAN_VIEW (-1): the clip as it is
             ga = torch.Generator().manual_seed(_seed(c.seed, key, view))
             video = video + 0.1 * torch.randn(video.shape, generator=ga)
             audio = audio * (0.8 + 0.4 * torch.rand(1, generator=ga))

@@ -4,7 +4,8 @@ Items: video float32 [T, 3, S, S] RGB in [0, 1]; audio float32 [N] mono 16 kHz, 
 label int64 scalar; actor int; path str (the source video); key str (content key of the cached sample);
 view int. Augmentation (train split only) is a deterministic function of (seed, key, view) and the
 view of item i at epoch e a deterministic function of (seed, e, i) in [0, num_views), so anything
-computed from an augmented sample (a teacher's logits) can be cached under (key, view).
+computed from an augmented sample (a teacher's logits) can be cached under (key, view). View
+`CLEAN_VIEW` (-1) is the un-augmented clip of an augmenting dataset.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .names import get_format, scan_dataset
 from .splits import SPLITS, assign_splits
 
 logger = logging.getLogger(__name__)
+
+CLEAN_VIEW = -1  # load(i, CLEAN_VIEW): the clip without augmentation, also where the dataset augments
 
 
 class DataConfig(BaseConfig):
@@ -125,19 +128,19 @@ class ClipDataset(Dataset):
         return len(self.entries)
 
     def load(self, index: int, view: int = 0) -> dict:
-        """The item for an explicit view (view ignored without augmentation)."""
+        """The item for an explicit view (view ignored without augmentation; `CLEAN_VIEW`: not augmented)."""
         e = self.entries[index]
         # numpy (and cv2) rather than torch ops: tiny tensor ops through torch's OpenMP pool cost ~100x
         # more when the cores are busy, and this runs once per item
         frames, pcm = read_entry(e.path)
         audio = pcm.astype(np.float32) * np.float32(1 / 32768)
-        if self.augment:
+        if self.augment and view != CLEAN_VIEW:
             rng = np.random.default_rng(_mix("aug", self.seed, e.key, view))
             video = augment_frames(frames, rng)
             audio = augment_audio(audio, rng)
         else:
             video = frames.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
-            view = 0
+            view = CLEAN_VIEW if self.augment else 0
         return {"video": torch.from_numpy(np.ascontiguousarray(video)), "audio": torch.from_numpy(audio),
                 "label": torch.tensor(e.clip.label, dtype=torch.long),
                 "actor": e.clip.actor, "path": e.clip.video_path, "key": e.key, "view": view}
@@ -185,4 +188,4 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> dict[str, ClipData
     return out
 
 
-__all__ = ["DataConfig", "ClipDataset", "build_datasets", "augment_frames", "augment_audio", "filter_channel"]
+__all__ = ["CLEAN_VIEW", "DataConfig", "ClipDataset", "build_datasets", "augment_frames", "augment_audio", "filter_channel"]

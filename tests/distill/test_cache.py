@@ -2,9 +2,12 @@
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
-from distill.cache import CacheMiss, TeacherCache, WithTeacherOutputs, teacher_fingerprint
+from distill.cache import CacheMiss, TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
+from distill.core import Distiller
+from distill.data import CLEAN_VIEW, CleanTeacherView, clean_teacher_inputs
+from distill.losses import create_loss
 from distill.toy import ToyDataConfig, create_toy, toy_datasets
 
 FEATURES = ["pooled", "features", "audio_features", "visual_features"]
@@ -93,6 +96,40 @@ def test_collate_serves_the_drawn_view_and_refuses_others(setup):
     train.set_epoch(e)
     with pytest.raises(CacheMiss):
         next(iter(loader))
+
+
+def test_clean_view_one_entry_per_clip_served_whatever_view_is_drawn(setup):
+    root, train, teacher, ctx = setup
+    cache = TeacherCache(root, teacher_fingerprint(model=teacher), ctx)
+    assert fill_for_epochs(cache, teacher, train, epochs=3, view=CLEAN_VIEW) == len(train) == len(cache)
+    assert fill_for_epochs(cache, teacher, train, epochs=3, view=CLEAN_VIEW) == 0
+    loader = DataLoader(train, batch_size=8, collate_fn=WithTeacherOutputs(cache, view=CLEAN_VIEW))
+    clean = default_collate([train.load(i, CLEAN_VIEW) for i in range(8)])
+    with torch.no_grad():
+        want = teacher(clean["video"], clean["audio"])["logits"]
+    for e in (0, 2):
+        train.set_epoch(e)
+        batch = next(iter(loader))
+        assert (batch["view"] > 0).any()  # some rows are augmented views: the student's input is not clean
+        torch.testing.assert_close(batch["teacher"]["logits"].float(), want, rtol=1e-3, atol=1e-3)
+    # the per-view collate never serves the clean entry for a drawn view
+    with pytest.raises(CacheMiss):
+        next(iter(DataLoader(train, batch_size=8, collate_fn=WithTeacherOutputs(cache))))
+    train.set_epoch(0)
+
+
+def test_live_clean_view_equals_cached_clean_view(setup):
+    root, train, teacher, ctx = setup
+    cache = TeacherCache(root, teacher_fingerprint(model=teacher), ctx)
+    fill_for_epochs(cache, teacher, train, epochs=1, view=CLEAN_VIEW)
+    student = create_toy("toy_student").eval()
+    live = Distiller(student, teacher, [("kd", 1.0, create_loss("kd"))], teacher_inputs=clean_teacher_inputs)
+    cached = Distiller(student, None, [("kd", 1.0, create_loss("kd"))])
+    train.set_epoch(1)
+    a = live(next(iter(DataLoader(CleanTeacherView(train), batch_size=8))))["kd"]
+    b = cached(next(iter(DataLoader(train, batch_size=8, collate_fn=WithTeacherOutputs(cache, view=CLEAN_VIEW)))))
+    assert a.item() > 0 and b["kd"].item() == pytest.approx(a.item(), rel=1e-2)  # fp16 cache rounding
+    train.set_epoch(0)
 
 
 def test_teacher_fingerprint_from_checkpoint(tmp_path):

@@ -56,6 +56,46 @@ def test_kd_is_zero_when_student_equals_teacher():
     x = torch.randn(4, 6)
     assert kd_loss(x, x.clone(), 3.0).item() == pytest.approx(0.0, abs=1e-6)
 
+def test_kd_teacher_errors_drop_and_swap():
+    s = [[1.0, 0.0, -2.0], [0.5, 0.5, 0.0], [0.0, 2.0, 1.0]]
+    t = [[0.0, 1.5, -1.0], [2.0, -1.0, 0.3], [1.0, -1.0, 3.0]]
+    labels = [1, 2, -1]  # row 0: teacher right (argmax 1); row 1: wrong (argmax 0); row 2: unlabeled
+    batch = {"label": torch.tensor(labels)}
+
+    def run(mode):
+        kd = create_loss("kd", temperature=2.0, teacher_errors=mode)
+        return kd({"logits": torch.tensor(s)}, {"logits": torch.tensor(t)}, batch).item()
+
+    row = [kl(softmax(t[i], 2.0), softmax(s[i], 2.0)) for i in range(3)]
+    assert run("keep") == pytest.approx(sum(row) / 3 * 4.0, rel=1e-5)
+    assert run("drop") == pytest.approx((row[0] + row[2]) / 2 * 4.0, rel=1e-5)
+    swapped = [0.3, -1.0, 2.0]  # row 1: the label's logit (0.3) and the top logit (2.0) trade places
+    want = (row[0] + kl(softmax(swapped, 2.0), softmax(s[1], 2.0)) + row[2]) / 3 * 4.0
+    assert run("swap") == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="teacher_errors"):
+        create_loss("kd", teacher_errors="fix")
+
+
+def test_kd_min_confidence_masks_unsure_teacher_rows():
+    s = [[1.0, 0.0, -2.0], [0.5, 0.5, 0.0], [0.0, 2.0, 1.0]]
+    t = [[0.0, 4.0, -1.0], [0.2, 0.0, 0.1], [1.0, -1.0, 3.0]]
+    conf = [max(softmax(row)) for row in t]                 # 0.97, 0.37, 0.84 at T = 1
+    assert conf[0] > 0.9 and conf[1] < 0.5 and 0.8 < conf[2] < 0.9
+    row = [kl(softmax(t[i], 2.0), softmax(s[i], 2.0)) for i in range(3)]
+    batch = {"label": torch.tensor([1, 0, -1])}
+
+    def run(threshold, errors="keep"):
+        kd = create_loss("kd", temperature=2.0, min_confidence=threshold, teacher_errors=errors)
+        return kd({"logits": torch.tensor(s)}, {"logits": torch.tensor(t)}, batch).item()
+
+    assert run(0.0) == pytest.approx(sum(row) / 3 * 4.0, rel=1e-5)
+    assert run(0.5) == pytest.approx((row[0] + row[2]) / 2 * 4.0, rel=1e-5)
+    assert run(0.9) == pytest.approx(row[0] * 4.0, rel=1e-5)
+    assert run(0.5, "drop") == pytest.approx((row[0] + row[2]) / 2 * 4.0, rel=1e-5)  # row 1 is also wrong
+    assert run(0.99) == 0.0                                   # nothing confident enough: no KD at all
+    with pytest.raises(ValueError, match="min_confidence"):
+        create_loss("kd", min_confidence=1.0)
+
 
 def test_kd_topk_teacher_logits():
     s, t, k, T = [0.3, -0.2, 1.0, 0.0], [2.0, -1.0, 0.5, 1.0], 2, 2.0

@@ -139,6 +139,18 @@ def test_unlabeled_transfer_set_and_cache_vs_live(tmp_path):
     assert cached["history"][0]["train_kd"] == pytest.approx(live["history"][0]["train_kd"], rel=1e-2)
 
 
+def test_clean_teacher_view_cached_and_live(tmp_path):
+    from distill.config import DistillConfig
+    from distill.run import train
+
+    runs = {mode: train(load_config(DistillConfig, recipe(tmp_path, f"clean_{mode}"),
+                                    ["distill.teacher_view=clean", f"distill.cache={mode == 'cached'}",
+                                     "train.epochs=2"]))
+            for mode in ("cached", "live")}
+    assert runs["cached"]["cache"]["entries"] == 64   # one clean-clip entry per train clip, not one per view drawn
+    assert runs["cached"]["history"][0]["train_kd"] == pytest.approx(runs["live"]["history"][0]["train_kd"], rel=1e-2)
+
+
 def test_bad_loss_args_name_the_key(tmp_path):
     from distill.config import DistillConfig
     from distill.run import train

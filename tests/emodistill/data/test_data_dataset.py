@@ -10,6 +10,7 @@ from emodistill.config import ConfigError, load_config
 from emodistill.contract import CREMAD_CLASSES, RAVDESS_CLASSES, Preprocess
 from emodistill.data import DataConfig, build_datasets
 from emodistill.data.cache import read_entry
+from emodistill.data.dataset import CLEAN_VIEW
 from emodistill.data.splits import split_actors
 
 DEMO = Preprocess(num_frames=8, image_size=64, clip_seconds=2.0, face_crop="center")
@@ -73,6 +74,17 @@ def test_augmentation_depends_on_seed_and_changes_content(small_ds, tmp_path):
     raw, pcm = read_entry(ds["train"].entries[0].path)
     plain = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255
     assert a["video"].shape == plain.shape and not torch.allclose(a["video"], plain)
+
+
+def test_clean_view_is_the_unaugmented_clip(small_ds):
+    _, ds = small_ds
+    train = ds["train"]
+    item = train.load(2, CLEAN_VIEW)
+    raw, pcm = read_entry(train.entries[2].path)
+    assert item["view"] == CLEAN_VIEW  # its own cache key: never mistaken for augmented view 0
+    np.testing.assert_allclose(item["video"].numpy(), raw.transpose(0, 3, 1, 2) / 255, atol=1e-6)
+    np.testing.assert_allclose(item["audio"].numpy(), pcm / 32768, atol=1e-6)
+    assert not torch.equal(item["video"], train.load(2, 0)["video"])
 
 
 def test_eval_splits_are_not_augmented(small_ds):
