@@ -191,8 +191,10 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
 
     with_teacher = cfg.distill.kd and any(s.enabled and needs_teacher(s.loss or n)
                                           for n, s in cfg.distill.losses.items())
-    teacher, teacher_hash = (load_teacher(cfg, names, preprocess) if with_teacher else (None, None))
+    # the student first: loading a teacher builds (random-init) modules too, and the KD and CE-only arms of
+    # one seed must start from the same student weights to be a paired comparison
     student = build_student(cfg, num_classes)
+    teacher, teacher_hash = (load_teacher(cfg, names, preprocess) if with_teacher else (None, None))
     # teacher_view "clean": the teacher's targets come from the un-augmented clip (meaningful only where
     # the train split augments; otherwise every view is the clean clip already)
     clean = cfg.distill.teacher_view == "clean" and getattr(train_ds, "augment", False)

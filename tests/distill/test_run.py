@@ -121,6 +121,19 @@ def test_ce_only_baseline_loads_no_teacher(tmp_path):
     assert not list((tmp_path).glob("teacher_cache*"))
 
 
+def test_kd_and_ce_arms_of_a_seed_start_from_the_same_student(tmp_path):
+    from distill.config import DistillConfig
+    from distill.run import train
+
+    tiny_steps = ["train.epochs=1", "train.lr=1e-9", "train.warmup_epochs=0"]  # weights stay at their init
+    for arm, extra in (("kd", []), ("ce", ["distill.kd=false"])):
+        train(load_config(DistillConfig, recipe(tmp_path, arm), [*tiny_steps, *extra]))
+    kd, ce = (load_file(str(tmp_path / arm / "best" / "model.safetensors")) for arm in ("kd", "ce"))
+    assert kd.keys() == ce.keys()
+    for k in kd:
+        torch.testing.assert_close(kd[k], ce[k], rtol=0, atol=1e-6)
+
+
 def test_unlabeled_transfer_set_and_cache_vs_live(tmp_path):
     from distill.config import DistillConfig
     from distill.run import train
