@@ -67,11 +67,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     p_t = F.softmax(teacher_logits.float() / t, dim=-1)
     # xlogy: 0 * log 0 = 0, so zero-probability (top-k-dropped) classes contribute nothing
     kl = (torch.special.xlogy(p_t, p_t) - p_t * log_p_s).sum(-1)
-    if mask is not None:
-        kl = kl[mask]
-    if kl.numel() == 0:
-        return student_logits.sum() * 0.0
-    return kl.mean() * (t * t)
+    if mask is None:
+        return kl.mean() * (t * t)
+    # a masked mean without boolean indexing: no host sync on the GPU step; 0 when no row is kept
+    w = mask.to(kl.dtype)
+    return (torch.where(mask, kl, 0.0) * w).sum() / w.sum().clamp(min=1.0) * (t * t)
 
 
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
@@ -208,20 +208,23 @@ class LogitKD(nn.Module):
     def forward(self, student_out: dict, teacher_out: dict | None, batch: dict) -> torch.Tensor:
         s = student_out["logits"]
         t = teacher_logits(_need_teacher("kd", teacher_out), s.shape[-1])
+        if self.teacher_errors == "keep" and self.min_confidence <= 0:
+            return kd_loss(s, t, self.temperature)
         keep = torch.ones(t.shape[0], dtype=torch.bool, device=t.device)
         if self.min_confidence > 0:
             keep &= F.softmax(t.float(), -1).amax(-1) >= self.min_confidence
         if self.teacher_errors != "keep":
             label = batch["label"].long()
-            top = t.argmax(-1)
-            wrong = (label != IGNORE_LABEL) & (top != label)
+            top = t.argmax(-1, keepdim=True)
+            lab = label.clamp(min=0)[:, None]
+            wrong = ((label != IGNORE_LABEL) & (top[:, 0] != label))[:, None]
             if self.teacher_errors == "drop":
-                keep &= ~wrong
-            else:
-                rows = wrong.nonzero().squeeze(1)
-                t = t.clone()
-                t[rows, top[rows]], t[rows, label[rows]] = t[rows, label[rows]], t[rows, top[rows]]
-        return kd_loss(s, t, self.temperature, None if keep.all() else keep)
+                keep &= ~wrong[:, 0]
+            else:  # gather/scatter with a row mask: no data-dependent indexing (no host sync on GPU)
+                t_top, t_lab = t.gather(1, top), t.gather(1, lab)
+                t = t.scatter(1, top, torch.where(wrong, t_lab, t_top))
+                t = t.scatter(1, lab, torch.where(wrong, t_top, t_lab))
+        return kd_loss(s, t, self.temperature, keep)
 
 
 @register_loss(name="dkd")
