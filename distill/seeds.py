@@ -127,7 +127,7 @@ def sweep_table(sweep: dict) -> str:
     """The markdown table of a sweep: one row per labelled fraction (test accuracy %; val for choices)."""
     rows = sorted(sweep["fractions"].values(), key=lambda s: s["label_fraction"] or 0)
     teacher = next((s["teacher_test_accuracy"] for s in rows if s.get("teacher_test_accuracy")), None)
-    lines = ["| labelled fraction | labelled / unlabelled clips (KD arm) | seeds | CE-only test % | KD test % | "
+    lines = ["| labelled fraction | labelled / unlabelled train clips | seeds | CE-only test % | KD test % | "
              "KD gain (points) | KD wins | KD % of teacher | val CE-only / KD % |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in rows:
@@ -138,11 +138,13 @@ def sweep_table(sweep: dict) -> str:
         frac_t = f"{100 * s['kd_over_teacher']:.1f}" if s.get("kd_over_teacher") else "-"
         val = f"{_pm(s.get('ce', {}).get('val'))} / {_pm(s.get('kd', {}).get('val'))}"
         seeds = sorted({r["seed"] for arm in ARMS for r in s.get(arm, {}).get("runs", [])})
-        lines.append(f"| {s['label_fraction']:g} | {reg.get('labelled_clips', '-')} / {reg.get('unlabelled_clips', '-')} | "
+        lines.append(f"| {s['label_fraction']:g} | {reg.get('labelled_clips', '-')} / {reg.get('unlabelled_available', '-')} | "
                      f"{' '.join(map(str, seeds))} | {_pm(s.get('ce'))} | {_pm(s.get('kd'))} | {gain} | {wins} | "
                      f"{frac_t} | {val} |")
+    lines += ["", "Both arms of a seed share the labelled clips; only the KD arm sees the unlabelled ones (teacher "
+              "targets only). KD gain: paired per seed, in points."]
     if teacher:
-        lines += ["", f"Teacher (fine-tuned on every labelled train clip): test {100 * teacher:.1f} %."]
+        lines += [f"Teacher (fine-tuned on every labelled train clip): test {100 * teacher:.1f} %."]
     return "\n".join(lines) + "\n"
 
 
