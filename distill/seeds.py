@@ -158,10 +158,12 @@ def plot_sweep(sweep: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for arm, label, marker in (("kd", "KD student (labelled + unlabelled via teacher)", "o"),
                                ("ce", "CE-only student (labelled only)", "s")):
-        pts = [(s["label_fraction"], 100 * s[arm]["mean"], 100 * s[arm]["std"]) for s in rows if arm in s]
+        pts = [(s["label_fraction"], 100 * s[arm]["mean"], 100 * s[arm]["std"], s[arm]["n"]) for s in rows if arm in s]
         if pts:
-            x, y, e = zip(*pts)
+            x, y, e, n = zip(*pts)
             ax.errorbar(x, y, yerr=e, marker=marker, capsize=4, label=label)
+            for xi, yi, ni in zip(x, y, n):  # how many seeds each point averages (a sweep may be cut short)
+                ax.annotate(f"n={ni}", (xi, yi), textcoords="offset points", xytext=(5, -11), fontsize=7)
     teacher = next((s["teacher_test_accuracy"] for s in rows if s.get("teacher_test_accuracy")), None)
     if teacher:
         ax.axhline(100 * teacher, color="grey", linestyle="--", label="teacher (all labels)")
