@@ -336,7 +336,8 @@ def run_export(args) -> int:
         ok, reason = availability(args.precision)
         if not ok:
             print(f"TensorRT export is not possible on this machine: {reason}.\n"
-                  f"Use --format onnx here, and build the engine on the RTX 3050 with trtexec.", file=sys.stderr)
+                  f"Use the default --trt-backend rtx (TensorRT for RTX, no GPU needed), or --format onnx and "
+                  f"trtexec on the target GPU.", file=sys.stderr)
             return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
     _prepare_out(out, args.force)
