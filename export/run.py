@@ -280,9 +280,6 @@ def _export_rtx(args, model, dims, clips: Clips, out: Path, num_classes: int, pr
 
     from .trt_rtx import build_engine
 
-    if args.int8_target == "cpu" and args.precision == "int8":
-        raise ValueError("--int8-target cpu makes uint8 activations that TensorRT does not take; drop it for "
-                         "--format tensorrt (the default there is tensorrt)")
     args.int8_target = "tensorrt"
     info = _export_onnx(args, model, dims, clips, out, num_classes)
     onnx_path = out / ARTIFACT_NAMES["onnx"]
@@ -332,6 +329,9 @@ def run_export(args) -> int:
 
         sm_target(profile.gpu.compute_capability, profile.name)  # a clear error before any work
         trt_module()
+        if args.int8_target == "cpu" and args.precision == "int8":
+            raise ValueError("--int8-target cpu makes uint8 activations that TensorRT does not take; drop it for "
+                             "--format tensorrt (the default there is tensorrt)")
     elif args.format == "tensorrt":
         ok, reason = availability(args.precision)
         if not ok:
