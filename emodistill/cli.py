@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("emodistill.compare", "teacher vs student (vs baseline, ONNX, TensorRT) report"),
     "predict": ("emodistill.predict", "emotion probabilities for one clip"),
     "demo": ("emodistill.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
+    "env": ("emodistill.env", "versions, native libraries, runtimes and GPUs; --check for a broken install"),
 }
 
 
