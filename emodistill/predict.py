@@ -69,10 +69,14 @@ def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
 
 
 def _preprocess(data, source: Path) -> Preprocess:
+    from pydantic import ValidationError
+
+    from .config import format_validation_error
+
     try:
         return Preprocess.model_validate(data)
-    except ValueError as e:
-        raise ContractError(f"{source}: invalid preprocess contract: {e}") from None
+    except ValidationError as e:
+        raise ContractError(format_validation_error(Preprocess, e, f"{source} (preprocess)")) from None
 
 
 class Predictor:

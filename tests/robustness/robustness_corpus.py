@@ -75,6 +75,12 @@ def assert_clean_error(r: Result, *names: str, code: int = INPUT_ERROR) -> None:
     assert len(lines) == 1, r.err[-2000:]
     for n in names:
         assert str(n) in lines[0], f"{n!r} not named in: {lines[0]}"
+    if os.environ.get("ROBUSTNESS_TABLE"):  # the closing note's table of cases: exit code and message
+        import json
+
+        with open(os.environ["ROBUSTNESS_TABLE"], "a") as f:
+            f.write(json.dumps({"case": os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0], "code": r.code,
+                                "message": lines[0]}) + "\n")
 
 
 class Unchanged:

@@ -174,3 +174,23 @@ def test_compare_bad_inputs_fail_before_decoding(checkpoint, onnx_export, datase
             r = cli(capsys, "compare", *args, "--data", dataset, "--out", tmp_path / "report", "--repeats", "1")
         assert_clean_error(r, *names)
         assert not (dataset / ".emodistill_cache").exists(), "the data was decoded before the inputs were checked"
+
+
+def test_debug_shows_the_traceback_and_verbose_does_not(checkpoint, clips, tmp_path, capsys):
+    bad = broken_checkpoint(checkpoint, tmp_path / "ckpt", drop_key("model"))
+    for argv in (["--debug", "predict", clips["happy"], "--model", bad],
+                 ["predict", clips["happy"], "--model", bad, "--debug"]):
+        with pytest.raises(Exception, match="'model'"):
+            from emodistill.cli import main
+
+            main([str(a) for a in argv])
+    assert_clean_error(cli(capsys, "-v", "predict", clips["happy"], "--model", bad), "'model'")
+
+
+def test_an_unexpected_exception_is_one_line_with_its_own_exit_code(capsys):
+    """A bug (not an input problem) still ends in one line, with exit 70 and a pointer to --debug."""
+    from emodistill.errors import EXIT_INTERNAL, run_guarded
+
+    assert run_guarded(lambda args: {}["missing"], None) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error KeyError" in err and "--debug" in err and "Traceback" not in err
