@@ -11,7 +11,9 @@ Outcomes: a clip that cannot be used raises `DecodeError` with the reason (the c
   - fewer decoded frames than T -> frames repeated (nearest-frame sampling);
   - fewer frames decoded than the container declares (a truncated file with >= half its frames;
     less than half is an error).
-An empty audio file (0 samples) is an error, not zeros: a present-but-empty file is a broken file.
+An empty audio file (0 samples) is an error, not zeros: a present-but-empty file is a broken file; so is audio
+shorter than MIN_AUDIO_SECONDS (it would be zero-padded into a silent clip and flip predictions unnoticed), and
+audio covering less than half of the video is used with a warning. Frames larger than MAX_SIDE are refused.
 """
 
 from __future__ import annotations

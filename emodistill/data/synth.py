@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +341,7 @@ def clip_relpath(spec: tuple[int, int, str, str, str]) -> str:
 
 
 MANIFEST = "synth.json"
+_SYNTH_NAME = re.compile(r"Actor_\d\d/01-01-0\d-0\d-0\d-0\d-\d\d\.mp4")
 
 
 def _owned(out: Path, old: dict | None) -> dict[str, str | None]:
@@ -349,7 +351,11 @@ def _owned(out: Path, old: dict | None) -> dict[str, str | None]:
     if old is None:
         return {}
     if "files" in old:
-        files = dict(old["files"])
+        files = dict(old["files"]) if isinstance(old["files"], dict) else {}
+        odd = [rel for rel in files if not _SYNTH_NAME.fullmatch(str(rel))]
+        if odd:  # a path from JSON is never followed outside the names synth writes ("../x", "/x")
+            raise ValueError(f"{out / MANIFEST} lists {odd[0]!r}, which is not a file synth writes; the manifest "
+                             "was edited: move it away or choose another --out")
     else:
         files = {clip_relpath(s): None for s in clip_specs(int(old.get("actors") or 0), old.get("size", "default"))}
     return {rel: sha for rel, sha in files.items()

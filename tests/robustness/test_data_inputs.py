@@ -82,6 +82,19 @@ def test_synth_unreadable_manifest(tmp_path, capsys):
     assert_clean_error(r, str(u / "synth.json"))
 
 
+def test_synth_manifest_paths_are_never_followed_outside(tmp_path, capsys):
+    u = tmp_path / "u"
+    u.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (u / "synth.json").write_text(json.dumps({"generator": "emodistill.data.synth", "version": 1, "seed": 5,
+                                              "size": "small", "actors": 3, "files": {"../victim.txt": None}}))
+    with Unchanged(tmp_path):
+        r = cli(capsys, "data", "synth", "--size", "small", "--actors", "3", "--out", u, "--overwrite",
+                "--workers", "0", "--no-progress")
+    assert_clean_error(r, str(u / "synth.json"), "../victim.txt")
+
+
 # ----------------------------------------------------------------------------- data check / prepare
 
 def test_check_missing_folder(tmp_path, capsys):
