@@ -282,7 +282,8 @@ def prepare(window: Window, pre: Preprocess, opts: StreamOptions, track: bool, s
     audio = (window.audio if audio_ok else np.zeros_like(window.audio))[None].astype(np.float32)
     mask = np.array([[float(audio_ok), float(video_ok)]], np.float32)
     facts = {"face_found": None if not track else face is not None, "face_share": share,
-             "box": [int(v) for v in box] if video_ok else None, "audio_db": round(float(db), 1),
+             "box": [int(v) for v in box] if video_ok else None,
+             "face_box": [int(v) for v in face] if face is not None else None, "audio_db": round(float(db), 1),
              "audio_share": round(window.audio_share, 3),
              "audio_masked": None if audio_ok else ("absent" if window.audio_share < 0.5 else "silent"),
              "modalities": [m for m, ok in (("audio", audio_ok), ("video", video_ok)) if ok]}

@@ -28,7 +28,10 @@ def open_source(source: str, fmt: str | None = None):
 
 
 class GridSampler:
-    """Nearest-timestamp resampling of (possibly variable-rate) frames onto t_j = (j + 0.5) * step."""
+    """Resamples (possibly variable-rate) frames onto t_j = (j + 0.5) * step: grid point t_j takes the frame on
+    screen at t_j, the last one with a timestamp <= t_j. For a constant-rate clip this is the frame index
+    floor((j + 0.5) * n / T) that `decode.read_video` picks, so a window that coincides with a clip sees what
+    training saw."""
 
     def __init__(self, step: float):
         self.step, self.next_j, self.prev = step, 0, None  # prev = (t, frame)
@@ -39,10 +42,8 @@ class GridSampler:
     def push(self, t: float, frame) -> list[tuple[int, object]]:
         out = []
         if self.prev is not None:
-            tp, fp = self.prev
             while self._due(t):
-                g = (self.next_j + 0.5) * self.step
-                out.append((self.next_j, fp if g - tp <= t - g else frame))
+                out.append((self.next_j, self.prev[1]))
                 self.next_j += 1
         self.prev = (t, frame)
         return out

@@ -73,7 +73,8 @@ class CsvSink:
 
 
 class Overlay:
-    """overlay.mp4 at the source rate: the latest window's box (what the model saw), top emotion, confidence."""
+    """overlay.mp4 at the source rate: the latest window's crop box (what the model saw; green, or red when the
+    video is masked), its detected face (yellow), top emotion and confidence."""
 
     def __init__(self, path: Path):
         self.path, self.out, self.row, self.n = path, None, None, 0
@@ -97,6 +98,9 @@ class Overlay:
             if r["box"] is not None:
                 x0, y0, x1, y1 = r["box"]
                 cv2.rectangle(rgb, (x0, y0), (x1 - 1, y1 - 1), colour, max(1, int(2 * scale)))
+            if r.get("face_box") is not None:  # the detected face (inside a fixed crop, or the crop's centre)
+                x, y, fw, fh = r["face_box"]
+                cv2.rectangle(rgb, (x, y), (x + fw - 1, y + fh - 1), (255, 220, 0), 1)
             text = (f"{r['top_emotion']} {r['confidence']:.0%}" if r["top_emotion"] else "no input")
             if r["face_found"] is False:
                 text += " (no face)"
@@ -168,8 +172,6 @@ def print_summary(result: dict) -> None:
 
 def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | None:
     """The whole pipeline against a real-time budget: host stages measured here + the model's GPU figure."""
-    import platform
-
     from export.budget import pipeline_check
 
     from .predict import find_sidecar
@@ -190,7 +192,20 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
                                     budget.precision or "fp32").to_dict()
     if not verdict or not result["windows"]:
         return None
-    return pipeline_check(verdict, result["timing"]["stages"]["host"], platform.processor() or platform.machine())
+    check = pipeline_check(verdict, result["timing"]["stages"]["host"], _cpu_name())
+    return check | {"verdict": verdict}
+
+
+def _cpu_name() -> str:
+    import os
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
 def stream_command(predictor, args) -> int:
@@ -223,7 +238,11 @@ def stream_command(predictor, args) -> int:
     plot_timeline(result, out / "timeline.png")
     print_summary(result)
     if result["budget"]:
-        print(result["budget"]["text"])
+        from export.budget import Verdict
+
+        v = Verdict(**result["budget"].pop("verdict"))
+        v.details = {"pipeline": result["budget"]}
+        print(v.table())
     print(f"wrote {out / 'timeline.json'}, timeline.csv, timeline.png" + (", overlay.mp4" if overlay else ""))
     return 130 if result["stats"]["ended_by"].startswith("interrupted") else 0
 
