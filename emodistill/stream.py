@@ -1,17 +1,18 @@
 """`emodistill predict SOURCE --stream`: an emotion timeline over a long video or a live source.
 
 The source (a file of any length, `-`/`pipe:` for stdin, a device such as /dev/video0, an RTSP/HTTP URL) is
-demuxed packet by packet; nothing is loaded whole. Video frames are resampled by nearest timestamp onto the
-contract's frame grid, t_j = (j + 0.5) * step with step = clip_seconds / num_frames (variable frame rates
-included); a window is `num_frames` consecutive grid frames (= clip_seconds) and starts every `hop` seconds
-(snapped to a multiple of the step), exactly as `predict` samples one clip. Audio is resampled to the contract
-rate and cut at the same times (sample index = seconds since the first video frame * rate).
+demuxed packet by packet; nothing is loaded whole. Video frames are resampled by timestamp onto the contract's
+frame grid, t_j = (j + 0.5) * step with step = clip_seconds / num_frames: grid frame j is the frame on screen at
+t_j (variable frame rates included). A window is `num_frames` consecutive grid frames (= clip_seconds) and starts
+every `hop` seconds (snapped to a multiple of the step); a window that coincides with a clip gets the frames
+`predict` picks for that clip. Audio is resampled to the contract rate and cut at the same times (sample index =
+seconds since the first video frame * rate).
 
-Faces: with a Haar contract (or `--face-detect on`) the cascade runs on every `face_every`-th grid frame and a
-template tracker follows the box in between; a window takes the median box of its frames and counts as having
-a face when at least half of them have one. No face -> the video modality is masked (the model's
-missing-modality input; artifacts without one get zeros), never a crop of the wrong region. No audio stream or
-a window quieter than `silence_db` -> audio masked. Corrupt packets are skipped and counted.
+Faces: with a Haar contract (or `--face-detect on`) the cascade runs on every `face_every`-th grid frame (and
+while no face is tracked) and a template tracker follows the box in between; a window takes the median box of
+its frames and counts as having a face when at least half of them have one. No face -> the video modality is
+masked (the model's missing-modality input; artifacts without one get zeros), never a crop of the wrong region.
+No audio stream or a window quieter than `silence_db` -> audio masked. Corrupt packets are skipped and counted.
 
 Memory: the ring buffers hold one window of grid frames and one window (+ hop) of audio.
 """
@@ -38,7 +39,7 @@ STAGES = ("decode", "face", "preprocess", "audio", "model")
 @dataclass
 class StreamOptions:
     hop: float = 0.5                 # seconds between window starts (snapped to the contract's frame step)
-    face_every: int = 4              # Haar detection on every N-th grid frame, template tracking in between
+    face_every: int = 4              # Haar detection on every N-th grid frame (and while lost), tracking between
     face_detect: str = "auto"        # auto (only for a Haar contract) | on | off
     min_face_share: float = 0.5      # share of a window's frames with a face for `face_found`
     silence_db: float = -60.0        # window RMS below this (dBFS) = silent audio, masked
@@ -269,8 +270,8 @@ def prepare(window: Window, pre: Preprocess, opts: StreamOptions, track: bool, s
     if pre.face_crop == "haar" and face is not None:
         box = face_square(face, pre, w, h)
     else:  # the contract's fixed crop (center / box / none; a Haar contract without detection: the centre)
-        box = crop_box(np.zeros((1, h, w, 3), np.uint8), pre.model_copy(update={"face_crop": "center"})
-                       if pre.face_crop == "haar" else pre)[0]
+        fixed = pre.model_copy(update={"face_crop": "center"}) if pre.face_crop == "haar" else pre
+        box = crop_box(window.frames[0][None], fixed)[0]  # a fixed crop only needs the frame size
     video_ok = not track or face is not None
     rms = float(np.sqrt(np.mean(window.audio ** 2))) if window.audio is not None else 0.0
     db = 20 * np.log10(max(rms, 1e-10))
@@ -333,4 +334,5 @@ def run_stream(source: str, predictor, opts: StreamOptions, sink=None, on_frame=
             "stats": asdict(stats), "timing": timing, "windows": rows}
 
 
-__all__ = ["StreamOptions", "Window", "StreamStats", "StageClock", "snapped_hop", "iter_windows", "window_box", "prepare", "run_stream", "STAGES"]
+__all__ = ["StreamOptions", "Window", "StreamStats", "StageClock", "snapped_hop", "iter_windows", "window_box",
+           "prepare", "run_stream", "STAGES"]

@@ -120,7 +120,7 @@ class AudioRing:
             samples = samples[self.end - at:]
         if at < self.start:
             samples, at = samples[self.start - at:], self.start
-        self.buf = np.concatenate([self.buf, samples.astype(np.float32)])
+        self.buf = np.concatenate([self.buf, np.clip(samples, -1.0, 1.0).astype(np.float32)])  # as read_audio
         self.next_index = self.end
 
     def window(self, s0: int, n: int) -> tuple[np.ndarray, float]:

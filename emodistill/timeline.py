@@ -39,7 +39,7 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hop", type=float, default=d.hop, help="seconds between window starts (snapped to the "
                    "contract's frame step); a window is the model's clip_seconds long")
     g.add_argument("--face-every", type=int, default=d.face_every, help="Haar detection on every N-th sampled "
-                   "frame, template tracking in between")
+                   "frame (and on every one while no face is tracked), template tracking in between")
     g.add_argument("--face-detect", choices=["auto", "on", "off"], default=d.face_detect,
                    help="auto: only when the contract crops faces (haar); on: also gate a fixed-crop model "
                    "(no face -> video masked)")
@@ -47,10 +47,10 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
                    "has its audio masked")
     g.add_argument("--max-seconds", type=float, help="stop after this many seconds of media (live sources)")
     g.add_argument("--format", dest="source_format", help="force the demuxer (v4l2, mpegts, matroska, ...)")
-    g.add_argument("--out", help="output folder (default outputs/stream/<source name>)")
+    g.add_argument("--out", help="output folder; none: outputs/stream/<source name>")
     g.add_argument("--overlay", action="store_true", help="also write overlay.mp4: face box, label, confidence")
-    g.add_argument("--budget", help="frame budget to check the whole pipeline against (default: the one in "
-                   "the artifact's sidecar, if any)")
+    g.add_argument("--budget", help="real-time budget to check the whole pipeline against; none: the one in the "
+                   "artifact's sidecar, if any")
 
 
 class CsvSink:
@@ -210,6 +210,8 @@ def _cpu_name() -> str:
 
 def stream_command(predictor, args) -> int:
     """`emodistill predict SOURCE --stream`: run, write the outputs, print the timing (exit 130 after Ctrl-C)."""
+    if args.wav:
+        raise ValueError("--wav pairs one video-only clip with its audio; --stream reads the audio from SOURCE")
     out = Path(args.out or Path("outputs/stream") / (Path(args.clip).stem if args.clip not in ("-", "pipe:")
                                                       else "stdin"))
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +234,8 @@ def stream_command(predictor, args) -> int:
         if overlay is not None:
             overlay.close()
     result |= {"model": str(predictor.path), "backend": predictor.kind,
-               "outputs": {"csv": "timeline.csv", "plot": "timeline.png"} | ({"overlay": "overlay.mp4"} if overlay else {})}
+               "outputs": {"csv": "timeline.csv", "plot": "timeline.png",
+                           **({"overlay": "overlay.mp4"} if overlay else {})}}
     result["budget"] = _budget_check(predictor, result, args.budget)
     write_json_atomic(out / "timeline.json", result)
     plot_timeline(result, out / "timeline.png")
@@ -349,4 +352,5 @@ if __name__ == "__main__":
 
 
 
-__all__ = ["add_stream_arguments", "stream_command", "pipeline_bench", "score_segments", "main", "plot_timeline", "CsvSink", "Overlay", "print_summary"]
+__all__ = ["add_stream_arguments", "stream_command", "pipeline_bench", "score_segments", "main", "plot_timeline",
+           "CsvSink", "Overlay", "print_summary"]

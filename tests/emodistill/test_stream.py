@@ -62,7 +62,8 @@ class Stub:
     kind, path, supports_mask = "stub", "stub", True
 
     def __init__(self, pre=PRE, interrupt_after=None):
-        self.preprocess, self.class_names, self.calls, self.interrupt_after = pre, list(RAVDESS_CLASSES), [], interrupt_after
+        self.preprocess, self.class_names, self.calls = pre, list(RAVDESS_CLASSES), []
+        self.interrupt_after = interrupt_after
 
     def probs(self, video, audio, modality_mask=None):
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
