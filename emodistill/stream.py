@@ -34,6 +34,8 @@ from .stream_buffers import AudioRing, FaceTracker, GridSampler, open_source
 logger = logging.getLogger(__name__)
 
 STAGES = ("decode", "face", "preprocess", "audio", "model")
+MAX_GAP_S = 10.0         # a larger jump of the video timestamps is a discontinuity (live MPEG-TS), not a pause
+MAX_DEMUX_ERRORS = 20    # consecutive demuxer errors (or a read timeout) end the source
 
 
 @dataclass
@@ -130,7 +132,7 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
         streams = [vs]
-        ring = AudioRing(pre.sample_rate)
+        ring = AudioRing(pre.sample_rate, MAX_GAP_S)
         if container.streams.audio:
             streams.append(container.streams.audio[0])
             resampler = av.AudioResampler(format="flt", layout="mono", rate=pre.sample_rate)
@@ -187,18 +189,24 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
                 clock.add("audio", time.perf_counter() - t0)
                 yield pending.popleft()
 
-        packets = container.demux(*streams)
+        packets, demux_errors = container.demux(*streams), 0
         while True:
             t0 = time.perf_counter()
             try:
                 packet = next(packets)
             except StopIteration:
                 break
-            except av.FFmpegError as e:  # a broken container read: count it, keep demuxing when possible
+            except av.FFmpegError as e:  # a broken container read: count it and read on from there
                 stats.corrupt_packets += 1
-                logger.warning("%s: demux error (%s), skipped", source, e)
+                demux_errors += 1
                 clock.add("decode", time.perf_counter() - t0)
+                if demux_errors >= MAX_DEMUX_ERRORS or isinstance(e, av.ExitError):  # ExitError: read timeout
+                    stats.ended_by = f"source failed ({type(e).__name__}: {e})"
+                    break
+                logger.warning("%s: demux error (%s), skipped", source, e)
+                packets = container.demux(*streams)  # the old generator is finished after raising
                 continue
+            demux_errors = 0
             stats.packets += 1
             is_video = packet.stream.type == "video"
             if packet.is_corrupt:
@@ -217,6 +225,11 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
                     t = _frame_time(frame, (last_t or 0.0) + 1.0 / rate + (origin or 0.0))
                     origin = t if origin is None else origin
                     t = t - origin
+                    if last_t is not None and abs(t - last_t) > MAX_GAP_S:  # re-base, or it fills hours of grid
+                        stats.warnings.append(f"video timestamps jump by {t - last_t:.1f} s after {last_t:.1f} s: "
+                                              "treated as a discontinuity")
+                        origin += t - last_t - 1.0 / rate
+                        t = last_t + 1.0 / rate
                     t = t if last_t is None or t > last_t else last_t + 1e-3  # non-monotonic timestamps
                     last_t = t
                     stats.video_frames += 1
@@ -236,6 +249,9 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
                         stats.audio_samples += pcm.size
                         ring.add(pcm, t)
                         t = None
+                # keep the audio from the next window's start on, and at most a minute when video stalls
+                needed = pending[0].start if pending else next_window * hop_frames * step
+                ring.drop_before(max(int(round(needed * pre.sample_rate)), ring.end - 60 * pre.sample_rate))
                 clock.add("audio", time.perf_counter() - t0)
             yield from ready(False)
             if opts.max_seconds is not None and last_t is not None and last_t >= opts.max_seconds:

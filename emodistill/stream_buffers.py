@@ -99,8 +99,9 @@ class FaceTracker:
 class AudioRing:
     """Mono samples at the contract rate, indexed from the first video frame; keeps only what windows still need."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, max_gap_s: float = 10.0):
         self.rate, self.buf, self.start, self.done = rate, np.zeros(0, np.float32), 0, False
+        self.max_gap = int(max_gap_s * rate)  # a larger jump is a timestamp discontinuity: samples go on in order
         self.next_index: int | None = None   # where the next decoded samples go
 
     @property
@@ -111,7 +112,8 @@ class AudioRing:
         """Append; `t` (seconds since the first video frame) resyncs after gaps or overlaps larger than 50 ms."""
         at = self.end if self.next_index is None else self.next_index
         if t is not None and (self.next_index is None or abs(round(t * self.rate) - at) > 0.05 * self.rate):
-            at = int(round(t * self.rate))
+            if self.next_index is None or abs(round(t * self.rate) - at) <= self.max_gap:
+                at = int(round(t * self.rate))
         if self.buf.size == 0 and self.next_index is None:
             self.start = at
         if at > self.end:      # a gap: silence

@@ -267,3 +267,21 @@ def test_variable_frame_rate_file_end_to_end(tmp_path):
         grid_t = w.start + (np.arange(8) + 0.5) * 0.25
         shown = np.array([times[times <= g].max() for g in grid_t])
         assert [f.mean() > 128 for f in w.frames] == list(shown >= 3), w.start
+
+
+def test_timestamp_discontinuity_is_rebased_not_filled(tmp_path):
+    times = np.r_[np.arange(30) / 10, 3600 + np.arange(30) / 10]  # a live MPEG-TS clock jump of an hour
+    path = str(tmp_path / "jump.mkv")
+    with av.open(path, "w") as out:
+        vs = out.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        vs.width = vs.height = 48
+        vs.pix_fmt = "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        for t in times:
+            vf = av.VideoFrame.from_ndarray(np.zeros((48, 48, 3), np.uint8), format="rgb24")
+            vf.pts, vf.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+    wins, stats = windows_of(path)
+    assert stats.video_frames == 60 and len(wins) == 9 and wins[-1].end == 6.0  # 6 s of video, not an hour
+    assert any("discontinuity" in w for w in stats.warnings)
