@@ -148,15 +148,12 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
         pending: deque = deque()        # windows waiting for their audio
         origin = last_t = None
         next_window = 0
-        cache: dict[int, np.ndarray] = {}   # id(frame) -> rgb, for frames picked by several grid points
+        cache: list = [None, None]   # (frame, rgb) of the last conversion: a held frame fills several grid points
 
         def to_rgb(frame) -> np.ndarray:
-            rgb = cache.get(id(frame))
-            if rgb is None:
-                rgb = frame.to_ndarray(format="rgb24")
-                cache.clear()
-                cache[id(frame)] = rgb
-            return rgb
+            if cache[0] is not frame:  # identity, and the reference keeps the frame alive (no reused id)
+                cache[:] = [frame, frame.to_ndarray(format="rgb24")]
+            return cache[1]
 
         def add_grid(items) -> None:
             nonlocal next_window
