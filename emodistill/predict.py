@@ -106,6 +106,7 @@ class Predictor:
                 import onnxruntime as ort
 
                 self.kind = "onnx"
+                ort.set_default_logger_severity(3)  # an optional input (modality_mask) warns on every load
                 self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             else:
                 from export.tensorrt import load_engine  # raises a plain error without torch-tensorrt / GPU
@@ -129,13 +130,30 @@ class Predictor:
         video = np.ascontiguousarray(video.transpose(0, 3, 1, 2), dtype=np.float32)[None] / 255.0
         return video, audio[None].astype(np.float32)
 
-    def probs(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    @property
+    def supports_mask(self) -> bool:
+        """Whether the model takes a modality mask (its missing-modality path) rather than zeroed inputs."""
+        if self.kind == "onnx":
+            return "modality_mask" in {i.name for i in self.session.get_overridable_initializers()}
+        if self.kind != "checkpoint":
+            return False
+        from export.onnx import accepts_mask
+
+        return accepts_mask(self.model)
+
+    def probs(self, video: np.ndarray, audio: np.ndarray, modality_mask: np.ndarray | None = None) -> np.ndarray:
+        """-> [C] probabilities of the first clip; `modality_mask` [1, 2] float (audio, video; 1 = present)
+        needs `supports_mask`."""
         if self.kind == "onnx":
             names = [i.name for i in self.session.get_inputs()]
-            logits = self.session.run(None, dict(zip(names, (video, audio))))[0]
+            feed = dict(zip(names, (video, audio)))
+            if modality_mask is not None:
+                feed["modality_mask"] = modality_mask
+            logits = self.session.run(None, feed)[0]
         else:
+            kw = {} if modality_mask is None else {"modality_mask": torch.from_numpy(modality_mask)}
             with torch.no_grad():
-                out = self.model(torch.from_numpy(video), torch.from_numpy(audio))
+                out = self.model(torch.from_numpy(video), torch.from_numpy(audio), **kw)
             logits = (out["logits"] if isinstance(out, dict) else out).float().cpu().numpy()
         if logits.shape[-1] != len(self.class_names):
             raise ContractError(f"{self.path}: the model outputs {logits.shape[-1]} logits but its description lists "
@@ -158,7 +176,12 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no --model given and the demo's {DEFAULT_MODEL} does not exist; "
                                 "run `emodistill demo` first or pass --model")
     expect = {k: v for k, v in (("num_frames", args.num_frames), ("image_size", args.image_size)) if v is not None}
-    result = Predictor(model, expect)(args.clip, args.wav)  # errors: one line, exit 2 (emodistill.errors)
+    predictor = Predictor(model, expect)  # errors: one line, exit 2 (emodistill.errors)
+    if args.stream:
+        from .timeline import stream_command
+
+        return stream_command(predictor, args)
+    result = predictor(args.clip, args.wav)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -171,13 +194,17 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("predict", help="emotion probabilities for one clip",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("clip", help="video file (.mp4): full audio-visual, or video-only with --wav")
+    p.add_argument("clip", metavar="SOURCE", help="video file (.mp4): full audio-visual, or video-only with --wav; "
+                   "with --stream also a long video, '-' (stdin), a device or a URL")
     p.add_argument("--model", help=f"checkpoint folder / .safetensors, .onnx (with its sidecar) or TensorRT engine "
                                     f"(default: {DEFAULT_MODEL} from `emodistill demo`)")
     p.add_argument("--wav", help="audio file to pair with a video-only clip")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--num-frames", type=int, help="refuse the model unless its contract uses this many frames")
     p.add_argument("--image-size", type=int, help="refuse the model unless its contract uses this frame size")
+    from .timeline import add_stream_arguments
+
+    add_stream_arguments(p)
     p.set_defaults(func=_run)
 
 

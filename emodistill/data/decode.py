@@ -245,22 +245,32 @@ def crop_box(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[tup
     if pre.face_crop == "haar":
         face = detect_face(frames)
         if face is not None:
-            x, y, bw, bh = face
-            return _square(x + bw / 2, y + bh / 2, max(bw, bh) * pre.crop_margin, w, h), True
+            return face_square(face, pre, w, h), True
         logger.debug("no face found in %s: centre crop", source or "clip")
     return _square(w / 2, h / 2, min(w, h), w, h), (False if pre.face_crop == "haar" else None)
 
 
-def crop_resize(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[np.ndarray, dict]:
-    """[T, H, W, 3] uint8 -> [T, S, S, 3] uint8 (S = pre.image_size), one box for all frames."""
-    (x0, y0, x1, y1), found = crop_box(frames, pre, source)
-    size = pre.image_size
-    out = np.empty((frames.shape[0], size, size, 3), np.uint8)
+def face_square(face: tuple[float, float, float, float], pre: Preprocess, w: int, h: int) -> tuple[int, int, int, int]:
+    """The square crop (x0, y0, x1, y1) around a detected face (x, y, w, h), enlarged by `pre.crop_margin`."""
+    x, y, bw, bh = face
+    return _square(x + bw / 2, y + bh / 2, max(bw, bh) * pre.crop_margin, w, h)
+
+
+def resize_crop(frames, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """T frames [H, W, 3] uint8 (array or list) -> [T, size, size, 3] uint8, all cut at `box` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    out = np.empty((len(frames), size, size, 3), np.uint8)
     for i, f in enumerate(frames):
         crop = f[y0:y1, x0:x1]
         interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
         out[i] = cv2.resize(crop, (size, size), interpolation=interp)
-    return out, {"crop_box": [x0, y0, x1, y1], "face_detected": found}
+    return out
+
+
+def crop_resize(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[np.ndarray, dict]:
+    """[T, H, W, 3] uint8 -> [T, S, S, 3] uint8 (S = pre.image_size), one box for all frames."""
+    box, found = crop_box(frames, pre, source)
+    return resize_crop(frames, box, pre.image_size), {"crop_box": list(box), "face_detected": found}
 
 
 def decode_sources(video_path: str | os.PathLike, audio_path: str | os.PathLike | None, num_frames: int,
@@ -323,4 +333,5 @@ def _is_video_only(path) -> bool:
 
 
 __all__ = ["DecodeError", "read_video", "read_audio", "decode_sources", "fit_audio", "detect_face", "crop_box", "crop_resize",
+           "face_square", "resize_crop",
            "load_clip"]
