@@ -221,9 +221,7 @@ def test_check_never_redecodes_a_crashing_clip_in_the_main_process(dataset, tmp_
 
     crasher = dataset / "Actor_01" / "01-01-05-01-01-01-01.mp4"
     crasher.write_bytes((dataset / "Actor_01").glob("01-*.mp4").__next__().read_bytes())
-    marker = tmp_path / "marker"
-    monkeypatch.setenv("ROBUSTNESS_PARENT_PID", str(os.getpid()))
-    monkeypatch.setenv("ROBUSTNESS_MARKER", str(marker))
+    marker = Path(str(crasher) + ".decoded-in-main")
     monkeypatch.setattr(check, "inspect_clip", crash_in_worker)
     r = cli(capsys, "data", "check", dataset, "--workers", "1", "--no-progress")
     assert r.code == 0 and "Traceback" not in r.err
