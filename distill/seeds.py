@@ -35,7 +35,8 @@ def run_seeds(config: str, overrides: list[str], seeds: list[int], out: Path) ->
                 m = json.loads((folder / "metrics.json").read_text())
             else:
                 cfg = load_config(DistillConfig, config, [*overrides, *extra, f"seed={seed}", f"output_dir={folder}"])
-                m = train(cfg, command=f"python -m distill.seeds {arm} seed={seed}")
+                m = train(cfg, command=f"python -m distill.seeds {arm} seed={seed}",  # a killed arm continues
+                          resume=(folder / "state" / "latest.json").exists())
             runs[arm].append({"seed": seed, "test_accuracy": m["test"]["accuracy"], "val_accuracy": m["val"]["accuracy"],
                               "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"],
                               "epoch_seconds": statistics.mean(m["epoch_seconds"])})

@@ -180,12 +180,28 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
+def _check_inputs(checkpoints: list[str], onnx_files) -> None:
+    """Every model file readable before the data is decoded (an error names the file)."""
+    import onnx as onnx_lib
+
+    for ckpt in checkpoints:
+        read_meta(ckpt)
+    for p in onnx_files:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"--onnx {p}: file not found")
+        try:
+            onnx_lib.load(str(p), load_external_data=False)
+        except Exception as e:  # protobuf DecodeError: a text file or a truncated download
+            raise ValueError(f"--onnx {p}: not a readable ONNX model ({type(e).__name__}); export it again") from None
+
+
 def collect(teacher: str, student: str, data: str, baseline: str | None = None, onnx: list[str] = (),
             split: str = "test", budget: str = "rtx3050-laptop-4gb", repeats: int = 20, batch_size: int = 16,
             data_split: str = "fixed", fold: int = 0, engines: list[str] = ()) -> dict:
     """Evaluate every model on the same split and return the report dict."""
     from .data import DataConfig, build_datasets
 
+    _check_inputs([teacher, student, *([baseline] if baseline else [])], onnx)
     s_meta = read_meta(student)
     pre = Preprocess.model_validate(s_meta["preprocess"])
     class_names = s_meta["class_names"]

@@ -54,6 +54,8 @@ class Stages:
             self.timings[name] = json.loads(marker.read_text()).get("seconds", 0.0)
             return
         marker.unlink(missing_ok=True)
+        if cmd[0] in ("teacher", "distill"):  # a stage rerun starts over: its old run moves to replaced-<time>/
+            cmd = [*cmd, "--force"]
         pretty = " ".join(shlex.quote(c) for c in ["emodistill", *cmd])
         print(f"\n[demo] {name}: {pretty}", flush=True)
         t0 = time.perf_counter()

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _export(args) -> int:
-    from .run import EXIT_ERROR, run_export
+    from .run import run_export
 
-    try:
-        return run_export(args)
-    except FileExistsError as e:  # the dispatcher handles ValueError/RuntimeError/FileNotFoundError
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    return run_export(args)  # errors: one line and exit 2 from the dispatcher's boundary (emodistill.errors)
 
 
 def _bench(args) -> int:

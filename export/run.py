@@ -6,8 +6,12 @@
 
 Writes into --out: the artifact (`model.onnx` or `model.engine`), `model.json` (the sidecar: input contract,
 precision, versions, sha256 of the artifact, parity/accuracy/latency, budget verdict) and `verdict.txt`.
-Exit codes: 0 ok, 1 error, 3 budget exceeded (the table says which figure and by how much), 4 parity or accuracy
-outside tolerance, 5 TensorRT path unavailable (torch-tensorrt backend without torch-tensorrt / GPU).
+Exit codes (emodistill.errors): 0 ok, 1 runtime failure, 2 input error (bad checkpoint, flag, budget name, an --out
+that holds an export without --force; --out is left as it was), 3 budget exceeded (the table says which figure and
+by how much), 4 parity or accuracy outside tolerance, 5 TensorRT path unavailable
+(torch-tensorrt backend without torch-tensorrt / GPU).
+With --force the previous export in --out is replaced only once the new one is complete (it is built in a staging
+folder inside --out).
 
 TensorRT backends (`--trt-backend`):
   rtx             default. TensorRT for RTX (`tensorrt_rtx`, a default dependency): the verified ONNX artifact
@@ -34,6 +38,9 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import datetime as _dt  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -41,7 +48,7 @@ import torch  # noqa: E402
 
 logger = logging.getLogger("export.run")
 
-EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5  # = emodistill.errors
 ARTIFACT_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine"}
 SIDECAR, VERDICT_TXT = "model.json", "verdict.txt"
 
@@ -161,12 +168,46 @@ def contract_for(meta: dict, dims, precision: str) -> dict:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
+    """Refuse an --out that holds an export unless --force; nothing is deleted here (see `_commit`)."""
     existing = [n for n in (*ARTIFACT_NAMES.values(), SIDECAR, VERDICT_TXT) if (out / n).exists()]
     if existing and not force:
-        raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite (use --force)")
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite (use --force "
+                              "to replace it once the new export is complete, or choose another --out)")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+
+
+def _commit(stage: Path, out: Path, sidecar: dict) -> None:
+    """Move a complete, verified export from its staging folder into `out`. Until here the previous export is
+    untouched. The artifact goes first and the sidecar (which holds its sha256) after it, so a kill in between
+    leaves a pair that predict refuses, never a wrong one; old files the new export does not replace go last."""
+    from emodistill.utils import sha256_file
+
+    artifact = stage / sidecar["artifact"]
+    if not artifact.is_file() or sha256_file(artifact) != sidecar["sha256"]:
+        raise RuntimeError(f"{artifact}: the staged artifact does not match its sidecar; {out} was left as it was")
+    last = (SIDECAR, VERDICT_TXT)
+    names = sorted((p.name for p in stage.iterdir()), key=lambda n: (n in last, last.index(n) if n in last else 0))
+    for n in names:
+        os.replace(stage / n, out / n)
+    for n in (*ARTIFACT_NAMES.values(), SIDECAR, VERDICT_TXT):
+        if n not in names:
+            (out / n).unlink(missing_ok=True)
+
+
+def run_export(args) -> int:
+    """Export into a staging folder inside --out; a failure at any point leaves --out as it was."""
+    out = Path(args.out)
+    _prepare_out(out, args.force)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for n in existing:
-        (out / n).unlink()
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        return _export(args, stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _accuracy(logits: np.ndarray, clips: Clips, num_classes: int) -> dict | None:
@@ -306,7 +347,8 @@ def _io_bytes(dims, batch: int, num_classes: int) -> int:
     return 4 * (sum(int(np.prod(s)) for s in dims.shapes(batch).values()) + batch * num_classes)
 
 
-def run_export(args) -> int:
+def _export(args, out: Path, final: Path) -> int:
+    """The export itself, written into `out` (the staging folder) and committed into `final`."""
     from emodistill.checkpoint import load_checkpoint
     from emodistill.utils import sha256_file, versions, write_json_atomic
 
@@ -316,7 +358,6 @@ def run_export(args) -> int:
     from .profiles import load_budget
     from .tensorrt import availability, trtexec_command
 
-    out = Path(args.out)
     budget, profile = load_budget(args.budget, args.budget_set)
     if budget.precision and budget.precision != args.precision:
         raise ValueError(f"budget {budget.name} is for {budget.precision}, but --precision is {args.precision}; "
@@ -340,7 +381,6 @@ def run_export(args) -> int:
                   f"trtexec on the target GPU.", file=sys.stderr)
             return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
-    _prepare_out(out, args.force)
     model, meta = load_checkpoint(args.checkpoint)
     dims = Dims.from_preprocess(meta["preprocess"])
     num_classes = len(meta["class_names"])
@@ -357,7 +397,7 @@ def run_export(args) -> int:
         mem = info["export"]["engine"]
         engine_vram = (mem["device_memory_bytes"] + mem["weights_bytes"]) / 2**20
     artifact = out / ARTIFACT_NAMES[args.format]
-    onnx_ref = artifact if args.format == "onnx" else out / "model.onnx"
+    onnx_ref = final / "model.onnx"
     trtexec = trtexec_command(onnx_ref, dims, args.precision, budget.batch_size, args.max_batch)
     measure_kw = {"seconds": max(args.measure_seconds, 10.0)} if args.verdict != "estimated" else {}
     if runner is not None:
@@ -394,9 +434,11 @@ def run_export(args) -> int:
     }
     write_json_atomic(out / SIDECAR, sidecar)
     (out / VERDICT_TXT).write_text(verdict.table() + "\n")
+    _commit(out, final, sidecar)
+    artifact = final / artifact.name
 
     print(f"wrote {artifact} ({artifact.stat().st_size / 2**20:.2f} MB, sha256 {sidecar['sha256'][:16]}...) "
-          f"and {out / SIDECAR}")
+          f"and {final / SIDECAR}")
     par = info["parity"]
     print(f"parity vs PyTorch fp32 ({par['n']} clips, {par['inputs']}): max|diff| {par['max_abs_diff']:.2e}, "
           f"top-1 agreement {par['top1_agreement']:.1%} -> {'ok' if par['passed'] else 'OUT OF TOLERANCE'} "
@@ -435,15 +477,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_export_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks of errors")
     args = parser.parse_args(argv)
-    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        return run_export(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        if args.verbose:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    setup_logging(logging.DEBUG if args.verbose or args.debug else logging.INFO)
+    from emodistill.errors import run_guarded
+
+    return run_guarded(run_export, args, debug=args.debug)
 
 
 if __name__ == "__main__":
