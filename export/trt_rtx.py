@@ -9,6 +9,9 @@ Precision follows the ONNX graph's types (the network is strongly typed; there a
 fp32 = the fp32 ONNX, fp16 = the fp16 ONNX with its fp32 islands (norms, log-mel front end), int8 = a QDQ ONNX with
 symmetric int8 activations and float biases (`QuantizeBias: False`: TensorRT-RTX refuses int32 bias DequantizeLinear).
 
+Inputs: an ONNX input that is also an initializer (the optional `modality_mask`, default "both present") is a
+constant to TensorRT's parser, so engines take `video` and `audio` only and run the unmasked model.
+
 Memory: the builder logs its own accounting ("Total Weights Memory", "Total Activation Memory", "Max Scratch
 Memory", "Total Device/Host Persistent Memory"); the Python API exposes these only on a deserialized engine (which
 needs a GPU), so a capturing `ILogger` reads them from the build. Activation memory is for the optimization
@@ -161,7 +164,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, compute_capabil
     if missing:
         logger.warning("TensorRT build log gave no %s (memory accounting incomplete)", ", ".join(missing))
     facts = {"backend": "tensorrt_rtx", "tensorrt_rtx": trt.__version__, "compute_capability": str(compute_capability),
-             "target": target, "onnx": onnx_path.name, "profile_shapes": shapes, "build_seconds": round(seconds, 2),
+             "target": target, "onnx": onnx_path.name, "inputs": list(shapes), "profile_shapes": shapes, "build_seconds": round(seconds, 2),
              "engine_bytes": len(data), "engine_sha256": hashlib.sha256(data).hexdigest(), "memory": memory,
              "memory_source": "TensorRT builder log (ILogger): Total Weights / Activation / Device+Host Persistent "
                               "Memory, Max Scratch Memory; activations at the profile's max batch"}

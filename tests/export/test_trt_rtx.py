@@ -99,7 +99,7 @@ def test_export_refuses_a_profile_without_compute_capability(tmp_path, capsys):
     (tmp_path / "no-cc.yaml").write_text(json.dumps(prof))  # JSON is YAML
     rc = export_main(["--checkpoint", str(tmp_path / "none"), "--format", "tensorrt", "--budget",
                       str(tmp_path / "no-cc.yaml"), "--out", str(tmp_path / "out")])
-    assert rc == 1 and "'no-cc' has no gpu.compute_capability" in capsys.readouterr().err
+    assert rc == 2 and "'no-cc' has no gpu.compute_capability" in capsys.readouterr().err  # input error
     assert not (tmp_path / "out").exists()
 
 
