@@ -86,6 +86,7 @@ class Predictor:
         self.path = Path(model_path)
         if not self.path.exists():
             raise FileNotFoundError(f"model not found: {self.path}")
+        self.verdict = None  # the export's budget verdict, when the artifact has a sidecar
         if self.path.is_dir() or self.path.suffix == ".safetensors" or self.path.name == META:
             self.kind = "checkpoint"
             self.model, meta = load_checkpoint(self.path)
@@ -109,10 +110,11 @@ class Predictor:
                 ort.set_default_logger_severity(3)  # an optional input (modality_mask) warns on every load
                 self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             else:
-                from export.tensorrt import load_engine  # raises a plain error without torch-tensorrt / GPU
+                from export.trt_rtx import load_engine  # a one-line error without an NVIDIA GPU of its target
 
                 self.kind = "tensorrt"
                 self.model = load_engine(self.path, sidecar)
+            self.verdict = (sidecar.get("budget") or {}).get("verdict")
         if expect:
             diffs = [f"preprocess.{k}: model expects {getattr(self.preprocess, k)!r}, you asked for {v!r}"
                      for k, v in expect.items() if getattr(self.preprocess, k) != v]
@@ -165,9 +167,21 @@ class Predictor:
     def __call__(self, clip: str | Path, wav: str | Path | None = None) -> dict:
         p = self.probs(*self.load(clip, wav))
         order = np.argsort(-p)
-        return {"clip": str(clip), "model": str(self.path), "backend": self.kind,
-                "prediction": self.class_names[order[0]],
-                "probabilities": {self.class_names[i]: float(p[i]) for i in order}}
+        out = {"clip": str(clip), "model": str(self.path), "backend": self.kind,
+               "prediction": self.class_names[order[0]],
+               "probabilities": {self.class_names[i]: float(p[i]) for i in order}}
+        if self.verdict:
+            out["budget"] = budget_line(self.verdict)
+        return out
+
+
+def budget_line(v: dict) -> str:
+    """The export's budget verdict in one line, each figure with its label (measured / compiled / estimated)."""
+    labels, f = v.get("labels") or {}, v["figures"]
+    lab = lambda k: labels.get(k, v["method"])  # noqa: E731
+    return (f"{v['budget']} on {v['profile']} (batch {v['batch_size']}, {v['precision']}): p50 {f['p50_ms']:.2f} ms "
+            f"[{lab('p50_ms')}], p95 {f['p95_ms']:.2f} ms [{lab('p95_ms')}], VRAM {f['vram_mb']:.0f} MB "
+            f"[{lab('vram_mb')}] -> {'PASS' if v['passed'] else 'EXCEEDED'}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -188,6 +202,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{result['clip']}: {result['prediction']}  ({result['backend']}: {result['model']})")
         for name, p in result["probabilities"].items():
             print(f"  {name:>10s} {p:6.1%} {'#' * int(round(40 * p))}")
+        if "budget" in result:
+            print(f"budget: {result['budget']}")
     return 0
 
 

@@ -6,7 +6,9 @@ warm-up, at least `seconds` (default 10) of runs, median and p95; VRAM = drop in
 its peak), plus the CUDA context (NVML's per-process figure when pynvml is present, else the profile's
 stated context size), or the TensorRT engine's own device memory + weights when an engine is given.
 ESTIMATED everywhere else: the roofline model of export/estimate.py on the profile's figures.
-The verdict always says which it is and on what device.
+COMPILED: TensorRT's own figures for the target, from building the engine (device memory = weights + activations +
+persistent memory from the builder's accounting); the VRAM figure adds the CUDA context and the I/O buffers.
+Every figure carries its label (`Verdict.labels`); the verdict says which and on what device.
 """
 
 from __future__ import annotations
@@ -41,14 +43,20 @@ class Verdict:
     passed: bool
     details: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)  # figure -> measured | compiled | estimated (default: method)
+
+    def label(self, figure: str) -> str:
+        return self.labels.get(figure, self.method)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"labels": {r["figure"]: self.label(r["figure"]) for r in self.rows}}
 
     def table(self) -> str:
+        how = (f"latency {self.label('p50_ms').upper()}, VRAM {self.label('vram_mb').upper()}" if self.labels
+               else self.method.upper())
         head = (f"budget {self.budget} on {self.profile} (batch {self.batch_size}, {self.precision}): "
-                f"{self.method.upper()} on {self.device} -> {'PASS' if self.passed else 'EXCEEDED'}")
-        lines = [head, f"  {'figure':<10} {'limit':>10} {'value':>10} {'margin':>22}  status"]
+                f"{how} on {self.device} -> {'PASS' if self.passed else 'EXCEEDED'}")
+        lines = [head, f"  {'figure':<10} {'limit':>10} {'value':>10} {'margin':>22}  status    source"]
         for r in self.rows:
             limit = "-" if r["limit"] is None else f"{r['limit']:.2f}"
             if r["limit"] is None:
@@ -58,7 +66,7 @@ class Verdict:
             else:
                 margin = f"over by {r['over_by']:.2f} {r['unit']} (+{r['over_pct']:.1f}%)"
             lines.append(f"  {r['figure']:<10} {limit:>10} {r['value']:>10.2f} {margin:>22}  "
-                         f"{'ok' if r['ok'] else 'EXCEEDED'}")
+                         f"{'ok' if r['ok'] else 'EXCEEDED':<8}  {self.label(r['figure'])}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.details.get("pipeline"):
             lines.append("  " + self.details["pipeline"]["text"])
@@ -203,6 +211,24 @@ def measured_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile
                    all(r["ok"] for r in rows), details, ["MEASURED with CUDA events"] + notes)
 
 
+def with_compiled_vram(v: Verdict, budget: Budget, profile: HardwareProfile, device_bytes: int, io_bytes: int,
+                       what: str = "TensorRT engine") -> Verdict:
+    """Replace the VRAM figure by a compiled one: the engine's device memory (from TensorRT's build accounting)
+    + the profile's CUDA context + the I/O buffers at the budget's batch size; re-judge and label it."""
+    mb = 2**-20
+    v.figures["vram_mb"] = profile.vram.cuda_context_mb + (device_bytes + io_bytes) * mb
+    v.rows = judge(v.figures, budget, profile)
+    v.passed = all(r["ok"] for r in v.rows)
+    v.notes = [n for n in v.notes if not n.startswith("VRAM = ")]
+    v.labels = {"p50_ms": v.method, "p95_ms": v.method, "vram_mb": "compiled", "vram_board": "compiled"}
+    v.details["compiled_vram"] = {"engine_device_mb": device_bytes * mb, "io_buffers_mb": io_bytes * mb,
+                                  "cuda_context_mb": profile.vram.cuda_context_mb}
+    v.notes.append(f"VRAM COMPILED: {what} device memory {device_bytes * mb:.1f} MB (TensorRT's weights + activations "
+                   f"+ persistent memory) + CUDA context {profile.vram.cuda_context_mb:.0f} MB (profile) + I/O buffers "
+                   f"{io_bytes * mb:.2f} MB (batch {budget.batch_size})")
+    return v
+
+
 def make_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile: HardwareProfile, precision: str,
                  mode: str = "auto", **measure_kw) -> Verdict:
     """`mode` auto: measured when CUDA is visible, else estimated. The estimate is attached to a measurement."""
@@ -230,4 +256,5 @@ def pipeline_check(verdict: dict, host: dict, host_device: str) -> dict:
             "budget": verdict.get("budget"), "text": text}
 
 
-__all__ = ["Verdict", "judge", "pipeline_check", "estimated_verdict", "measured_verdict", "make_verdict", "cuda_timing"]
+__all__ = ["Verdict", "judge", "pipeline_check", "estimated_verdict", "measured_verdict", "make_verdict",
+           "with_compiled_vram", "cuda_timing"]
