@@ -41,8 +41,8 @@ from emodistill.config import ConfigError, load_config
 from emodistill.contract import Preprocess
 from emodistill.evaluate import evaluate, modality_dropout_mask
 from emodistill.optim import split_decay, warmup_cosine
-from emodistill.utils import (atomic_path, finish_distributed, seed_everything, setup_logging, stable_hash,
-                              write_json_atomic)
+from emodistill.utils import (atomic_path, check_run_folder, finish_distributed, move_aside, seed_everything,
+                              setup_logging, stable_hash, write_json_atomic)
 
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
 from distill.config import DistillConfig
@@ -169,10 +169,48 @@ def cache_teacher_outputs(cfg: DistillConfig, accelerator, distiller: Distiller,
     return WithTeacherOutputs(cache, view=view), info
 
 
-def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
+def preflight(cfg: DistillConfig, resume: bool = False, force: bool = False) -> list[str]:
+    """What can be checked before any data is decoded: registered names, the teacher checkpoint's metadata, and
+    whether output_dir may be written (-> the previous run's files that --force moves aside)."""
+    from distill.losses import LOSSES
+
+    if resume and force:
+        raise ValueError("--resume continues the run in output_dir, --force starts it over: give one of them")
+    models = [("student.name", cfg.student.name, "student")]
+    if cfg.teacher.name and not cfg.teacher.checkpoint:
+        models.append(("teacher.name", cfg.teacher.name, "teacher"))
+    for key, name, family in models:
+        if name.startswith("toy_"):
+            from distill.toy import create_toy
+
+            try:
+                create_toy(name)
+            except KeyError as e:
+                raise ConfigError(f"{key}: {str(e).strip(chr(34) + chr(39))}") from None
+            continue
+        if family == "student":
+            from student import STUDENTS as registry
+        else:
+            from teacher import TEACHERS as registry
+        if name not in registry:
+            raise ConfigError(f"{key}: unknown {family} {name!r}; available: {', '.join(registry.names())}")
+    for term, sec in cfg.distill.losses.items():
+        if (sec.loss or term) not in LOSSES:
+            raise ConfigError(f"distill.losses.{term}: unknown loss {sec.loss or term!r}; available: "
+                              f"{', '.join(LOSSES.names())} (set `loss:` to one of them)")
+    if cfg.teacher.checkpoint and cfg.distill.kd:
+        read_meta(cfg.teacher.checkpoint)  # a missing / incomplete teacher fails now, not after the data
+    if resume:
+        latest_state(Path(cfg.output_dir) / "state")  # a torn or misdirected latest.json fails now
+    return check_run_folder(cfg.output_dir, resume=resume, force=force)
+
+
+def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bool = False) -> dict:
     """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, gather_object
+
+    previous = preflight(cfg, resume, force)
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -183,6 +221,9 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
                               project_dir=str(out), cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main, device = accelerator.is_main_process, accelerator.device
+    if force and previous and main:
+        move_aside(out, previous)
+    accelerator.wait_for_everyone()
     seed_everything(cfg.seed)
 
     splits, preprocess, context = build_data(cfg, accelerator)
@@ -255,7 +296,8 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "") -> dict:
     accelerator.init_trackers("distill", config=_flat(cfg.model_dump(mode="json")))
 
     state_root, best_dir = out / "state", out / "best"
-    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={"train": {"epochs"}}))
+    # where the run lives is not part of what it computes: a moved run folder resumes without a warning
+    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={"train": {"epochs"}, "output_dir": True}))
     step, start_epoch, skip, partial = 0, 0, 0, {}
     book = {"best": -1.0, "best_epoch": -1, "stale": 0, "stopped": False, "history": []}
     seed_everything(cfg.seed + accelerator.process_index)  # per-process dropout / modality-dropout streams
@@ -405,6 +447,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="override a config value, e.g. --set distill.kd=false --set train.epochs=5")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output_dir>/state exactly where the last run stopped")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in an output_dir that holds a run: its best/, metrics.json and state/ are "
+                             "moved to <output_dir>/replaced-<UTC time>/ first")
     return parser
 
 
@@ -412,7 +457,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(DistillConfig, args.config, args.overrides)
     command = "emodistill distill " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["distill"] \
         else " ".join(shlex.quote(a) for a in sys.argv)
-    metrics = train(cfg, resume=args.resume, command=command)
+    metrics = train(cfg, resume=args.resume, command=command, force=getattr(args, "force", False))
     t = metrics["test"]
     print(f"best epoch {metrics['best_epoch']}: val acc {metrics['val']['accuracy']:.4f}  test acc {t['accuracy']:.4f}"
           f"  UAR {t['uar']:.4f}  macro-F1 {t['macro_f1']:.4f}  -> {Path(cfg.output_dir) / 'metrics.json'}")
@@ -420,9 +465,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from emodistill.errors import run_guarded
+
     args = build_parser().parse_args(argv)
     setup_logging()
-    return run(args)
+    return run_guarded(run, args)
 
 
 if __name__ == "__main__":

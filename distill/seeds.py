@@ -44,7 +44,8 @@ def _run_arm(config: str, overrides: list[str], arm: str, seed: int, folder: Pat
     from distill.run import train
 
     cfg = load_config(DistillConfig, config, [*overrides, *ARMS[arm], f"seed={seed}", f"output_dir={folder}"])
-    return train(cfg, command=f"python -m distill.seeds {arm} seed={seed} " + " ".join(overrides))
+    return train(cfg, command=f"python -m distill.seeds {arm} seed={seed} " + " ".join(overrides),
+                 resume=(folder / "state" / "latest.json").exists())  # a killed arm continues
 
 
 def summarize(runs: dict[str, list[dict]], teacher: dict | None) -> dict:

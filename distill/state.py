@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from emodistill.utils import sha256_file, write_json_atomic
+from emodistill.errors import InputError
+from emodistill.utils import new_dir_mode, new_file_mode, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ TENSORS = "tensors.safetensors"
 STATE = "state.json"
 
 
-class StateError(RuntimeError):
+class StateError(InputError, RuntimeError):
     """A training state that is missing, torn or does not fit the run."""
 
 
@@ -91,6 +92,7 @@ def save_state(root: str | Path, *, model: torch.nn.Module, optimizer: torch.opt
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{position['step']:08d}_e{position['epoch']:04d}_b{position['batch']:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    os.chmod(tmp, new_dir_mode())  # mkdtemp's 0700 would hide the state from teammates
     try:
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
@@ -103,6 +105,7 @@ def save_state(root: str | Path, *, model: torch.nn.Module, optimizer: torch.opt
         for f in (tmp / TENSORS, tmp / STATE):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(f, new_file_mode())  # safetensors creates its files 0600
         final = root / name
         if final.exists():
             shutil.rmtree(final)
@@ -125,7 +128,14 @@ def latest_state(root: str | Path) -> Path | None:
     p = Path(root) / LATEST
     if not p.exists():
         return None
-    d = Path(root) / json.loads(p.read_text())["state"]
+    try:
+        name = json.loads(p.read_text())["state"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StateError(f"{p}: unreadable ({type(e).__name__}: {e}); delete it to start over, or restore it") from None
+    # only a state folder of this root: a path from the JSON is never followed elsewhere ("../other-run/...")
+    if not isinstance(name, str) or not name.startswith("step_") or Path(name).name != name:
+        raise StateError(f"{p}: 'state' must name a step_* folder beside it, got {name!r}")
+    d = Path(root) / name
     if not (d / STATE).exists():
         raise StateError(f"{p} points at {d}, which is incomplete")
     return d
@@ -134,8 +144,12 @@ def latest_state(root: str | Path) -> Path | None:
 def load_state(folder: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict:
     """Restore model, optimiser and scheduler in place; return the JSON part (position, rng, extra)."""
     folder = Path(folder)
-    meta = json.loads((folder / STATE).read_text())
-    if sha256_file(folder / TENSORS) != meta["tensors_sha256"]:
+    try:
+        meta = json.loads((folder / STATE).read_text())
+        want = meta["tensors_sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StateError(f"{folder / STATE}: unreadable ({type(e).__name__}: {e})") from None
+    if not (folder / TENSORS).exists() or sha256_file(folder / TENSORS) != want:
         raise StateError(f"{folder / TENSORS}: sha256 does not match {STATE} (torn state)")
     tensors = load_file(str(folder / TENSORS))
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .contract import Preprocess, input_contract
+from .errors import InputError
 from .utils import atomic_path, git_commit, sha256_file, versions, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -27,15 +28,17 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "checkpoint.json"
 FAMILIES = ("student", "teacher")
+REQUIRED_KEYS = ("family", "model", "preprocess", "class_names")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint that is missing, torn or does not match what the caller expects."""
 
 
 def _dir(path: str | Path) -> Path:
+    """The checkpoint folder of a folder, its model.safetensors or its checkpoint.json (dots in names are fine)."""
     p = Path(path)
-    return p.parent if p.suffix == ".safetensors" else p
+    return p.parent if p.suffix == ".safetensors" or p.name == META else p
 
 
 def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Preprocess | dict,
@@ -74,9 +77,16 @@ def read_meta(path: str | Path) -> dict:
     if not (d / META).exists():
         raise CheckpointError(f"{d}: no {META}; not an emodistill checkpoint (or it was never completed)")
     try:
-        return json.loads((d / META).read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{d / META}: unreadable JSON: {e}") from e
+        meta = json.loads((d / META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{d / META}: unreadable JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{d / META}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{d / META}: missing key(s) {', '.join(map(repr, missing))}; the file is incomplete "
+                              "or not written by emodistill (save the checkpoint again)")
+    return meta
 
 
 def check_meta(meta: dict, *, preprocess: Preprocess | dict | None = None,
@@ -102,7 +112,11 @@ def build_model(meta: dict) -> torch.nn.Module:
     if family not in FAMILIES:
         raise CheckpointError(f"unknown model family {family!r} in checkpoint; expected one of {FAMILIES}")
     module = importlib.import_module(family)
-    return module.model_from_config(meta["model"])
+    try:
+        return module.model_from_config(meta["model"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{META}: key 'model' does not describe a {family} model ({type(e).__name__}: "
+                              f"{e})") from None
 
 
 def load_checkpoint(path: str | Path, *, map_location: str = "cpu", **expect: Any) -> tuple[torch.nn.Module, dict]:
@@ -121,8 +135,16 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu", **expect: An
     if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
         raise CheckpointError(f"{weights}: sha256 does not match {META} (torn or replaced weights)")
     model = build_model(meta)
-    state = load_file(str(weights), device=map_location)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(weights), device=map_location)
+    except Exception as e:  # SafetensorError (truncated / not safetensors) has no useful base class
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({e}); it is truncated or not a "
+                              "checkpoint, save or copy it again") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{weights}: weights do not fit the model in {META}: {str(e).splitlines()[-1].strip()}"
+                              ) from None
     if missing or unexpected:
         raise CheckpointError(f"{d}: weights do not fit the model: missing={missing[:5]} unexpected={unexpected[:5]}")
     model.eval()

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from . import __version__
+from .errors import EXIT_CODES, EXIT_INPUT, run_guarded
 from .utils import setup_logging
 
 # command -> (module that registers it, one-line help). Only the chosen command's module is imported, so
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("emodistill.compare", "teacher vs student (vs baseline, ONNX, TensorRT) report"),
     "predict": ("emodistill.predict", "emotion probabilities for one clip"),
     "demo": ("emodistill.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
+    "env": ("emodistill.env", "versions, native libraries, runtimes and GPUs; --check for a broken install"),
 }
 
 
@@ -34,11 +36,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emodistill",
         description="Distill an audio-visual emotion recognizer and check that it fits an RTX 3050.",
-        epilog="`emodistill COMMAND --help` explains each command's options.",
+        epilog="`emodistill COMMAND --help` explains each command's options.\nexit codes: "
+               + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"emodistill {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug logging, and a traceback instead of the one-line error (also accepted after "
+                             "the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     if command is not None:
         importlib.import_module(COMMANDS[command][0]).register(sub)  # may add sibling commands too (export, bench)
@@ -58,22 +64,15 @@ def _command_of(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in argv:  # accepted anywhere on the line; parsed as the top-level flag
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
-    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    setup_logging(logging.DEBUG if args.verbose or args.debug else logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if args.verbose:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
+    return run_guarded(args.func, args, debug=args.debug)
 
 
 if __name__ == "__main__":

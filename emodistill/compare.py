@@ -77,7 +77,7 @@ def _verdict_summary(v: dict) -> dict:
     f = v["figures"]
     return {"mode": v["method"], "passed": v["passed"], "latency_p50_ms": f["p50_ms"], "latency_p95_ms": f["p95_ms"],
             "vram_mb": f["vram_mb"], "budget": v["budget"], "profile": v["profile"], "precision": v["precision"],
-            "batch_size": v["batch_size"], "device": v["device"]}
+            "batch_size": v["batch_size"], "device": v["device"], "labels": v.get("labels") or {}}
 
 
 def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision: str = "fp16") -> dict | None:
@@ -154,6 +154,22 @@ def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: st
     }
 
 
+def _engine_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: str, repeats: int) -> dict:
+    """A TensorRT engine: its compiled memory and verdict from the sidecar; accuracy and CPU latency are those of
+    the ONNX graph it was built from (the engine itself runs only on an NVIDIA GPU of its target)."""
+    path = Path(path)
+    sidecar = _sidecar(path)
+    eng = (sidecar.get("export") or {}).get("engine") or {}
+    onnx = path.parent / (sidecar.get("onnx_artifact") or {}).get("file", "model.onnx")
+    entry = _onnx_entry(str(onnx), loader, pre, num_classes, budget, repeats)
+    mb = {k.replace("_bytes", "_mb"): v / 2**20 for k, v in (eng.get("memory") or {}).items()}
+    entry.update(name=f"TensorRT {entry['precision'].upper()} ({eng.get('target', '?')})",
+                 role=f"tensorrt_{entry['precision']}", kind="tensorrt", path=str(path),
+                 file_mb=path.stat().st_size / 2**20, compiled_memory=mb, engine_target=eng.get("target"),
+                 note="accuracy and CPU latency of the ONNX graph the engine was built from")
+    return entry
+
+
 def _sidecar(path: Path) -> dict:
     for cand in (path.with_suffix(".json"), path.parent / "sidecar.json"):
         if cand.exists():
@@ -174,13 +190,29 @@ def _regime(teacher: str, student: str, baseline: str | None) -> dict:
     return out
 
 
+def _check_inputs(checkpoints: list[str], onnx_files) -> None:
+    """Every model file readable before the data is decoded (an error names the file)."""
+    import onnx as onnx_lib
+
+    for ckpt in checkpoints:
+        read_meta(ckpt)
+    for p in onnx_files:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"--onnx {p}: file not found")
+        try:
+            onnx_lib.load(str(p), load_external_data=False)
+        except Exception as e:  # protobuf DecodeError: a text file or a truncated download
+            raise ValueError(f"--onnx {p}: not a readable ONNX model ({type(e).__name__}); export it again") from None
+
+
 def collect(teacher: str, student: str, data: str, baseline: str | None = None, onnx: list[str] = (),
             split: str = "test", budget: str = "rtx3050-laptop-4gb", repeats: int = 20, batch_size: int = 16,
-            data_split: str = "fixed", fold: int = 0, seeds: str | None = None) -> dict:
+            data_split: str = "fixed", fold: int = 0, engines: list[str] = (), seeds: str | None = None) -> dict:
     """Evaluate every model on the same split and return the report dict (`seeds`: a `python -m distill.seeds`
     summary.json of the same recipe, for the KD gain's spread over paired seeds)."""
     from .data import DataConfig, build_datasets
 
+    _check_inputs([teacher, student, *([baseline] if baseline else [])], onnx)
     s_meta = read_meta(student)
     pre = Preprocess.model_validate(s_meta["preprocess"])
     class_names = s_meta["class_names"]
@@ -192,6 +224,7 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
     if baseline:
         entries.append(_torch_entry("Student (CE only)", "student_ce", baseline, loader, pre, n, budget, repeats, True))
     entries += [_onnx_entry(p, loader, pre, n, budget, repeats) for p in onnx]
+    entries += [_engine_entry(p, loader, pre, n, budget, repeats) for p in engines]
 
     t, s = entries[0], entries[1]
     summary = {
@@ -239,6 +272,11 @@ def _rtx_cell(r: dict | None) -> str:
         return "error"
     mode = r.get("mode", "estimated")
     status = "PASS" if r.get("passed") else "FAIL"
+    labels = r.get("labels") or {}
+    lat, vram = labels.get("p50_ms", mode), labels.get("vram_mb", mode)
+    if lat != vram:
+        return (f"{r.get('latency_p50_ms', float('nan')):.2f} ms ({lat}) / {r.get('vram_mb', float('nan')):.0f} MB "
+                f"({vram}), {status}")
     return f"{r.get('latency_p50_ms', float('nan')):.2f} ms / {r.get('vram_mb', float('nan')):.0f} MB ({mode}, {status})"
 
 
@@ -383,6 +421,17 @@ def render_markdown(report: dict) -> str:
     if exp:
         lines += ["", "Exported artifacts agree with the PyTorch student on "
                   + ", ".join(f"{e['name']}: {_fmt(e['agreement_with_student'], True)}%" for e in exp) + " of clips."]
+    trt = [e for e in report["models"] if e.get("kind") == "tensorrt"]
+    if trt:
+        lines += ["", "## TensorRT engines (compiled: TensorRT's own memory accounting for the target)", "",
+                  "| engine | file MB | weights MB | activations MB | scratch MB | persistent MB |", "|---|---|---|---|---|---|"]
+        for e in trt:
+            m = e.get("compiled_memory") or {}
+            lines.append(f"| {e['name']} | {_fmt(e.get('file_mb'))} | {_fmt(m.get('weights_mb'))} | "
+                         f"{_fmt(m.get('activation_mb'))} | {_fmt(m.get('scratch_mb'))} | "
+                         f"{_fmt(m.get('device_persistent_mb'))} |")
+        lines.append("Accuracy and CPU latency of an engine row are those of the ONNX graph it was built from; "
+                     "the engine runs on an NVIDIA GPU of its target only.")
     names = report["data"]["class_names"]
     lines += ["", "## Per-class recall %", "", "| model | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
@@ -390,8 +439,8 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {e['name']} | " + " | ".join(_fmt(r, True) for r in e["metrics"]["per_class_recall"]) + " |")
     lines += ["", "## Plots", "", "![confusion matrices](confusion.png)", "",
               "![accuracy vs latency](accuracy_latency.png)", "",
-              "RTX 3050 figures say whether they were *measured* on a GPU or *estimated* by the roofline model "
-              "(see docs/export.md). Results on the synthetic set are not RAVDESS results.", ""]
+              "RTX 3050 figures say whether they were *measured* on a GPU, *compiled* (TensorRT's own figures "
+              "for the target) or *estimated* by the roofline model (see docs/export.md). Results on the synthetic set are not RAVDESS results.", ""]
     return "\n".join(lines)
 
 
@@ -411,7 +460,7 @@ def write_report(report: dict, out: str | Path) -> Path:
 def _run(args: argparse.Namespace) -> int:
     report = collect(args.teacher, args.student, args.data, baseline=args.baseline, onnx=args.onnx or [],
                      split=args.split, budget=args.budget, repeats=args.repeats, batch_size=args.batch_size,
-                     data_split=args.data_split, fold=args.fold, seeds=args.seeds)
+                     data_split=args.data_split, fold=args.fold, engines=args.engine or [], seeds=args.seeds)
     path = write_report(report, args.out)
     s = report["summary"]
     print(f"report: {path}")
@@ -428,6 +477,7 @@ def register(sub) -> None:
     p.add_argument("--student", required=True, help="distilled student checkpoint folder")
     p.add_argument("--baseline", help="CE-only student checkpoint folder (same recipe, KD off)")
     p.add_argument("--onnx", nargs="*", help="exported .onnx files of the student (FP32, INT8, ...)")
+    p.add_argument("--engine", nargs="*", help="TensorRT engines of the student (model.engine with its sidecar)")
     p.add_argument("--data", required=True, help="dataset root (same format the models were trained on)")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and plots")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")

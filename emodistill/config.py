@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .utils import CONFIG_DIR
+from .utils import CONFIG_DIR, REPO_ROOT, write_text_atomic
 
 T = TypeVar("T", bound="BaseConfig")
 
@@ -67,7 +67,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {item!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: e.g. a date like 2001-13-01
         value = raw
     return key.strip().split("."), value
 
@@ -86,14 +86,18 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A path as given, else relative to the repository's `configs/` folder."""
+    """A path as given, else relative to the repository (`configs/distill/demo.yaml` from any folder), else
+    relative to its `configs/` folder (`distill/demo`)."""
     p = Path(path)
-    if p.exists():
+    if p.is_file():
         return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
-        if cand.exists():
+    cands = [] if p.is_absolute() else [REPO_ROOT / p, CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"]
+    for cand in cands:
+        if cand.is_file():
             return cand
-    raise ConfigError(f"config file not found: {path} (also looked under {CONFIG_DIR})")
+    if p.is_dir():
+        raise ConfigError(f"config {path} is a folder, not a YAML file")
+    raise ConfigError(f"config file not found: {path} (also looked under {REPO_ROOT} and {CONFIG_DIR})")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -105,8 +109,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         source = str(p)
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        except (UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"{p}: cannot read the config ({type(e).__name__}: {e})") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as e:
+            raise ConfigError(f"{p}: not valid YAML: {str(e)[:300]}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded
@@ -120,4 +126,4 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 def dump_config(cfg: BaseModel, path: str | Path, command: str) -> None:
     """Write a config as YAML whose first line is the command that runs it."""
     text = f"# {command}\n" + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    Path(path).write_text(text)
+    write_text_atomic(path, text)

@@ -2,7 +2,8 @@
 
 Stages (each one is the CLI command a user would run, so the demo doubles as a worked example):
 synthesize the data set -> fine-tune `teacher_tiny` -> distill into `student_xs` (+ the CE-only
-baseline) -> export ONNX FP32 + INT8 (+ TensorRT when available) with the RTX 3050 budget check ->
+baseline) -> export ONNX FP32 + INT8 and a TensorRT for RTX engine (built here for the budget GPU's SM,
+no GPU needed) with the RTX 3050 budget check ->
 comparison report. A stage whose outputs exist is skipped (its command is recorded in
 `<out>/stages/<stage>.json`), so a rerun is cheap; `--force` redoes everything.
 """
@@ -53,6 +54,8 @@ class Stages:
             self.timings[name] = json.loads(marker.read_text()).get("seconds", 0.0)
             return
         marker.unlink(missing_ok=True)
+        if cmd[0] in ("teacher", "distill"):  # a stage rerun starts over: its old run moves to replaced-<time>/
+            cmd = [*cmd, "--force"]
         pretty = " ".join(shlex.quote(c) for c in ["emodistill", *cmd])
         print(f"\n[demo] {name}: {pretty}", flush=True)
         t0 = time.perf_counter()
@@ -100,16 +103,21 @@ def run_demo(out: str | Path = "outputs/demo", size: str = "default", epochs: in
         onnx_files.append(dest / "model.onnx")
     if tensorrt is None:
         tensorrt = _tensorrt_available()
-    if tensorrt:
-        dest = out / "export" / "tensorrt_fp16"
+    engines = []
+    if tensorrt:  # TensorRT for RTX: an engine for the budget's GPU, built ahead of time here (seconds, no GPU)
+        prec = _budget_precision(budget)
+        dest = out / "export" / f"tensorrt_{prec}"
+        reuse = ["--onnx", str(onnx_files[0])] if prec in ("fp32", "int8") else []  # the verified fp32 graph
         st.run("export_tensorrt", ["export", "--checkpoint", str(student), "--format", "tensorrt", "--precision",
-                                   "fp16", "--budget", budget, "--budget-set", "precision=fp16", "--out", str(dest),
-                                   "--force"],
+                                   prec, "--budget", budget, "--budget-set", f"precision={prec}", "--data", str(data),
+                                   *reuse, "--out", str(dest), "--force"],
                [dest / "model.engine"], ok_codes=BUDGET_OK)
+        engines.append(dest / "model.engine")
     else:
-        print("\n[demo] export_tensorrt: skipped (needs torch-tensorrt and a CUDA GPU: pip install 'emodistill[tensorrt]')")
+        print("\n[demo] export_tensorrt: skipped (needs tensorrt-rtx: pip install tensorrt-rtx)")
     st.run("compare", ["compare", "--teacher", str(teacher), "--student", str(student),
                        "--baseline", str(find_checkpoint(out / "student_ce")), "--onnx", *map(str, onnx_files),
+                       *(["--engine", *map(str, engines)] if engines else []),
                        "--data", str(data), "--out", str(out / "report"), "--budget", budget],
            [out / "report" / "report.json"])
     report = json.loads((out / "report" / "report.json").read_text())
@@ -119,12 +127,18 @@ def run_demo(out: str | Path = "outputs/demo", size: str = "default", epochs: in
 
 def _tensorrt_available() -> bool:
     try:
-        import torch
-        import torch_tensorrt  # noqa: F401
+        import tensorrt_rtx  # noqa: F401
 
-        return torch.cuda.is_available()
+        return True
     except Exception:
         return False
+
+
+def _budget_precision(budget: str) -> str:
+    """The precision the demo budget names (INT8 or FP16 ...), fp16 when it names none."""
+    from export.profiles import load_budget
+
+    return load_budget(budget)[0].precision or "fp16"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -144,9 +158,11 @@ def _run(args: argparse.Namespace) -> int:
           f"{s.get('kd_gain_points', float('nan')):+.1f} points")
     for e in report["models"]:
         r = e.get("rtx3050") or {}
-        verdict = (f"RTX 3050 {r.get('mode', '?')}: {r.get('latency_p50_ms', float('nan')):.2f} ms, "
-                   f"{r.get('vram_mb', float('nan')):.0f} MB, {'PASS' if r.get('passed') else 'FAIL'}") if r and "error" not in r else ""
-        print(f"  {e['name']:<18s} acc {100 * e['metrics']['accuracy']:5.1f}%  CPU {e['cpu_latency']['median_ms']:7.2f} ms  {verdict}")
+        lab = {k: (r.get("labels") or {}).get(k, r.get("mode", "?")) for k in ("p50_ms", "vram_mb")} if r else {}
+        verdict = (f"RTX 3050: {r.get('latency_p50_ms', float('nan')):.2f} ms ({lab['p50_ms']}), "
+                   f"{r.get('vram_mb', float('nan')):.0f} MB ({lab['vram_mb']}), {'PASS' if r.get('passed') else 'FAIL'}"
+                   ) if r and "error" not in r else ""
+        print(f"  {e['name']:<20s} acc {100 * e['metrics']['accuracy']:5.1f}%  CPU {e['cpu_latency']['median_ms']:7.2f} ms  {verdict}")
     print(f"total {time.perf_counter() - t0:.0f} s (stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in report["demo_timings_s"].items()) + ")")
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 
 from .checkpoint import META, WEIGHTS, load_checkpoint
 from .contract import Preprocess
-from .utils import sha256_file
+from .utils import read_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +45,20 @@ def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
     import onnx
 
     diffs = []
-    want_sha = sidecar.get("sha256") or sidecar.get("artifact", {}).get("sha256")
+    want_sha = sidecar.get("sha256") or (sidecar.get("artifact") or {}).get("sha256")
     if want_sha and sha256_file(path) != want_sha:
         diffs.append(f"sha256: sidecar says {want_sha[:12]}..., file is {sha256_file(path)[:12]}... "
                      "(the sidecar belongs to another export)")
     pre = Preprocess.model_validate(sidecar["preprocess"])
     want = {"video": [pre.num_frames, 3, pre.image_size, pre.image_size], "audio": [pre.num_samples]}
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # protobuf DecodeError and friends: not an ONNX file at all
+        return [*diffs, f"not a readable ONNX model ({type(e).__name__}: {str(e)[:100]})"]
+    outs = [_onnx_dims(o) for o in graph.output]
+    n_classes = len(sidecar.get("class_names") or [])
+    if outs and len(outs[0]) == 2 and isinstance(outs[0][1], int) and n_classes and outs[0][1] != n_classes:
+        diffs.append(f"class_names: the sidecar lists {n_classes} classes, the model outputs {outs[0][1]} logits")
     inits = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
     for vi, (name, shape) in zip(inputs, want.items()):
@@ -62,6 +68,17 @@ def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
     return diffs
 
 
+def _preprocess(data, source: Path) -> Preprocess:
+    from pydantic import ValidationError
+
+    from .config import format_validation_error
+
+    try:
+        return Preprocess.model_validate(data)
+    except ValidationError as e:
+        raise ContractError(format_validation_error(Preprocess, e, f"{source} (preprocess)")) from None
+
+
 class Predictor:
     """Wraps a checkpoint, an ONNX file or a TensorRT engine behind `probs(video, audio) -> [C]`."""
 
@@ -69,17 +86,19 @@ class Predictor:
         self.path = Path(model_path)
         if not self.path.exists():
             raise FileNotFoundError(f"model not found: {self.path}")
+        self.verdict = None  # the export's budget verdict, when the artifact has a sidecar
         if self.path.is_dir() or self.path.suffix == ".safetensors" or self.path.name == META:
             self.kind = "checkpoint"
-            self.model, meta = load_checkpoint(self.path.parent if self.path.suffix else self.path)
-            self.preprocess = Preprocess.model_validate(meta["preprocess"])
+            self.model, meta = load_checkpoint(self.path)
+            self.preprocess = _preprocess(meta["preprocess"], self.path)
             self.class_names = meta["class_names"]
         else:
-            sidecar = json.loads(find_sidecar(self.path).read_text())
-            contract = sidecar.get("input_contract") or sidecar.get("contract") or sidecar
+            sidecar = read_json(find_sidecar(self.path), "sidecar")
+            contract = (sidecar.get("input_contract") or sidecar.get("contract") or sidecar
+                        if isinstance(sidecar, dict) else {})
             if "preprocess" not in contract or "class_names" not in contract:
                 raise ContractError(f"{find_sidecar(self.path)}: no preprocess / class_names in the sidecar")
-            self.preprocess = Preprocess.model_validate(contract["preprocess"])
+            self.preprocess = _preprocess(contract["preprocess"], find_sidecar(self.path))
             self.class_names = contract["class_names"]
             if self.path.suffix == ".onnx":
                 diffs = check_onnx_contract(self.path, {**contract, "sha256": sidecar.get("sha256")})
@@ -88,12 +107,14 @@ class Predictor:
                 import onnxruntime as ort
 
                 self.kind = "onnx"
+                ort.set_default_logger_severity(3)  # an optional input (modality_mask) warns on every load
                 self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             else:
-                from export.tensorrt import load_engine  # raises a plain error without torch-tensorrt / GPU
+                from export.trt_rtx import load_engine  # a one-line error without an NVIDIA GPU of its target
 
                 self.kind = "tensorrt"
                 self.model = load_engine(self.path, sidecar)
+            self.verdict = (sidecar.get("budget") or {}).get("verdict")
         if expect:
             diffs = [f"preprocess.{k}: model expects {getattr(self.preprocess, k)!r}, you asked for {v!r}"
                      for k, v in expect.items() if getattr(self.preprocess, k) != v]
@@ -102,20 +123,43 @@ class Predictor:
 
     def load(self, clip: str | Path, wav: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Decode a clip per the contract -> video float32 [1,T,3,H,W] in [0,1], audio float32 [1,N]."""
-        from .data.decode import load_clip
+        from .data.decode import DecodeError, load_clip
 
-        video, audio, _ = load_clip(clip, wav, self.preprocess)
+        try:
+            video, audio, _ = load_clip(clip, wav, self.preprocess)
+        except DecodeError as e:
+            raise DecodeError(f"{clip}: {e}" if str(clip) not in str(e) else str(e)) from None
         video = np.ascontiguousarray(video.transpose(0, 3, 1, 2), dtype=np.float32)[None] / 255.0
         return video, audio[None].astype(np.float32)
 
-    def probs(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    @property
+    def supports_mask(self) -> bool:
+        """Whether the model takes a modality mask (its missing-modality path) rather than zeroed inputs."""
+        if self.kind == "onnx":
+            return "modality_mask" in {i.name for i in self.session.get_overridable_initializers()}
+        if self.kind != "checkpoint":
+            return False
+        from export.onnx import accepts_mask
+
+        return accepts_mask(self.model)
+
+    def probs(self, video: np.ndarray, audio: np.ndarray, modality_mask: np.ndarray | None = None) -> np.ndarray:
+        """-> [C] probabilities of the first clip; `modality_mask` [1, 2] float (audio, video; 1 = present)
+        needs `supports_mask`."""
         if self.kind == "onnx":
             names = [i.name for i in self.session.get_inputs()]
-            logits = self.session.run(None, dict(zip(names, (video, audio))))[0]
+            feed = dict(zip(names, (video, audio)))
+            if modality_mask is not None:
+                feed["modality_mask"] = modality_mask
+            logits = self.session.run(None, feed)[0]
         else:
+            kw = {} if modality_mask is None else {"modality_mask": torch.from_numpy(modality_mask)}
             with torch.no_grad():
-                out = self.model(torch.from_numpy(video), torch.from_numpy(audio))
+                out = self.model(torch.from_numpy(video), torch.from_numpy(audio), **kw)
             logits = (out["logits"] if isinstance(out, dict) else out).float().cpu().numpy()
+        if logits.shape[-1] != len(self.class_names):
+            raise ContractError(f"{self.path}: the model outputs {logits.shape[-1]} logits but its description lists "
+                                f"{len(self.class_names)} class names")
         logits = logits - logits.max(-1, keepdims=True)
         p = np.exp(logits)
         return (p / p.sum(-1, keepdims=True))[0]
@@ -123,9 +167,21 @@ class Predictor:
     def __call__(self, clip: str | Path, wav: str | Path | None = None) -> dict:
         p = self.probs(*self.load(clip, wav))
         order = np.argsort(-p)
-        return {"clip": str(clip), "model": str(self.path), "backend": self.kind,
-                "prediction": self.class_names[order[0]],
-                "probabilities": {self.class_names[i]: float(p[i]) for i in order}}
+        out = {"clip": str(clip), "model": str(self.path), "backend": self.kind,
+               "prediction": self.class_names[order[0]],
+               "probabilities": {self.class_names[i]: float(p[i]) for i in order}}
+        if self.verdict:
+            out["budget"] = budget_line(self.verdict)
+        return out
+
+
+def budget_line(v: dict) -> str:
+    """The export's budget verdict in one line, each figure with its label (measured / compiled / estimated)."""
+    labels, f = v.get("labels") or {}, v["figures"]
+    lab = lambda k: labels.get(k, v["method"])  # noqa: E731
+    return (f"{v['budget']} on {v['profile']} (batch {v['batch_size']}, {v['precision']}): p50 {f['p50_ms']:.2f} ms "
+            f"[{lab('p50_ms')}], p95 {f['p95_ms']:.2f} ms [{lab('p95_ms')}], VRAM {f['vram_mb']:.0f} MB "
+            f"[{lab('vram_mb')}] -> {'PASS' if v['passed'] else 'EXCEEDED'}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -134,30 +190,37 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no --model given and the demo's {DEFAULT_MODEL} does not exist; "
                                 "run `emodistill demo` first or pass --model")
     expect = {k: v for k, v in (("num_frames", args.num_frames), ("image_size", args.image_size)) if v is not None}
-    try:
-        result = Predictor(model, expect)(args.clip, args.wav)
-    except ContractError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    predictor = Predictor(model, expect)  # errors: one line, exit 2 (emodistill.errors)
+    if args.stream:
+        from .timeline import stream_command
+
+        return stream_command(predictor, args)
+    result = predictor(args.clip, args.wav)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{result['clip']}: {result['prediction']}  ({result['backend']}: {result['model']})")
         for name, p in result["probabilities"].items():
             print(f"  {name:>10s} {p:6.1%} {'#' * int(round(40 * p))}")
+        if "budget" in result:
+            print(f"budget: {result['budget']}")
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="emotion probabilities for one clip",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("clip", help="video file (.mp4): full audio-visual, or video-only with --wav")
+    p.add_argument("clip", metavar="SOURCE", help="video file (.mp4): full audio-visual, or video-only with --wav; "
+                   "with --stream also a long video, '-' (stdin), a device or a URL")
     p.add_argument("--model", help=f"checkpoint folder / .safetensors, .onnx (with its sidecar) or TensorRT engine "
                                     f"(default: {DEFAULT_MODEL} from `emodistill demo`)")
     p.add_argument("--wav", help="audio file to pair with a video-only clip")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--num-frames", type=int, help="refuse the model unless its contract uses this many frames")
     p.add_argument("--image-size", type=int, help="refuse the model unless its contract uses this frame size")
+    from .timeline import add_stream_arguments
+
+    add_stream_arguments(p)
     p.set_defaults(func=_run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .errors import UnknownNameError
+
 
 class Registry:
     """Named factories of one kind (students, teachers, fusions, losses, ...)."""
@@ -25,7 +27,7 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         """The factory (function or class) registered under `name`."""
         if name not in self._fns:
-            raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._fns))}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._fns))}")
         return self._fns[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -71,11 +72,30 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike | None = None) -> int:
+    """The mode a plainly created file would get: an existing file's own mode, else 0o666 minus the umask."""
+    if path is not None and os.path.exists(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    return 0o666 & ~_umask()
+
+
+def new_dir_mode() -> int:
+    """The mode a plainly created folder would get (0o777 minus the umask)."""
+    return 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path in the same folder; rename it onto `path` only if the block succeeds.
 
-    A kill at any moment leaves either the old file or the new one, never a torn one.
+    A kill at any moment leaves either the old file or the new one, never a torn one. The file gets the mode a
+    plain `open(path, "w")` would give it (the replaced file's mode, else the umask's), not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,14 +106,66 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a missing or malformed one raises an error naming the file (and the line)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e})") from None
+
+
+RUN_FILES = ("metrics.json", "best", "state")  # what a training run writes into its output_dir
+
+
+def check_run_folder(out: str | os.PathLike, *, resume: bool = False, force: bool = False,
+                     can_resume: bool = True) -> list[str]:
+    """The run files already in `out`. Raises FileExistsError (saying which flag to use) when there are some and
+    neither --resume (continue them) nor --force (move them aside, start over) was given."""
+    out = Path(out)
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    resumable = (out / "state" / "latest.json").exists()
+    if not found or force or (resume and resumable):
+        return found
+    if resume:
+        raise FileExistsError(f"--resume: {out} holds {', '.join(found)} but no training state "
+                              f"(state/latest.json) to continue; pass --force to start over (the old files are "
+                              f"moved to {out}/replaced-<UTC time>/) or choose another output_dir")
+    how = "--resume to continue it, or --force to start over" if can_resume and resumable else "--force to start over"
+    raise FileExistsError(f"{out} already holds a run ({', '.join(found)}); pass {how} (the old files are moved to "
+                          f"{out}/replaced-<UTC time>/), or choose another output_dir")
+
+
+def move_aside(out: str | os.PathLike, names: list[str]) -> Path | None:
+    """Move `out/<name>` for each name into `out/replaced-<UTC time>/` (nothing is deleted); -> that folder."""
+    import datetime as _dt
+
+    out = Path(out)
+    names = [n for n in names if (out / n).exists()]
+    if not names:
+        return None
+    dest = out / f"replaced-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        os.replace(out / n, dest / n)
+    logger.warning("--force: moved the previous run's %s to %s", ", ".join(names), dest)
+    return dest
 
 
 def finish_distributed(accelerator) -> None:

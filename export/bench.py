@@ -35,6 +35,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch and ONNX Runtime")
     p.add_argument("--calib-samples", type=int, default=32, help="clips for INT8 calibration")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
+    p.add_argument("--pipeline-video", help="video for the student's pipeline row (`predict --stream`: decode, "
+                   "face, preprocess, audio, model per window); default: 10 synthetic clips in a row")
+    p.add_argument("--no-pipeline", action="store_true", help="skip the pipeline row")
 
 
 def time_callable(fn: Callable[[], object], seconds: float = 3.0, warmup: int = 2, min_runs: int = 5,
@@ -152,6 +155,16 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
             return lambda: sess.run(None, feed)
 
         add(f"onnxruntime-{prec}-cpu", ort)
+    if role == "student" and not getattr(args, "no_pipeline", False):
+        try:
+            from emodistill.timeline import pipeline_bench
+
+            entry["rows"].append(pipeline_bench(paths["fp32"], pre, getattr(args, "pipeline_video", None),
+                                                out / "pipeline"))
+        except Exception as e:  # the whole-pipeline row must not end the bench either
+            logger.warning("student pipeline row failed: %s", e)
+            entry["rows"].append({"runtime": "pipeline-onnxruntime-fp32-cpu", "batch_size": 1,
+                                  "error": f"{type(e).__name__}: {e}"})
     return entry
 
 
@@ -171,10 +184,15 @@ def _markdown(report: dict) -> str:
             if "error" in r:
                 lines.append(f"| {r['runtime']} | {r.get('batch_size', '-')} | error: {r['error'][:80]} | | | |")
                 continue
-            base = eager.get(r["batch_size"])
+            base = eager.get(r["batch_size"]) if "stages" not in r else None
             speed = f"{base / r['p50_ms']:.2f}x" if base else "-"
             lines.append(f"| {r['runtime']} | {r['batch_size']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                          f"{r['runs']} | {speed} |")
+        for r in (r for r in m["rows"] if "stages" in r):
+            lines += ["", f"Pipeline row: one window per row run (`predict --stream`, hop {r['hop_s']:g} s, "
+                      f"{r['video']}); p50 ms per stage: " + ", ".join(
+                          f"{k} {v['p50_ms']:.2f}" for k, v in r["stages"].items() if k not in ("total", "host"))
+                      + f"; {r['windows_per_s']:.1f} windows/s, real-time factor {r['realtime_factor']:.3f}."]
         lines.append("")
     roles = {m["role"]: m for m in report["models"]}
     if "teacher" in roles and "student" in roles:

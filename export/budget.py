@@ -6,7 +6,9 @@ warm-up, at least `seconds` (default 10) of runs, median and p95; VRAM = drop in
 its peak), plus the CUDA context (NVML's per-process figure when pynvml is present, else the profile's
 stated context size), or the TensorRT engine's own device memory + weights when an engine is given.
 ESTIMATED everywhere else: the roofline model of export/estimate.py on the profile's figures.
-The verdict always says which it is and on what device.
+COMPILED: TensorRT's own figures for the target, from building the engine (device memory = weights + activations +
+persistent memory from the builder's accounting); the VRAM figure adds the CUDA context and the I/O buffers.
+Every figure carries its label (`Verdict.labels`); the verdict says which and on what device.
 """
 
 from __future__ import annotations
@@ -41,14 +43,20 @@ class Verdict:
     passed: bool
     details: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)  # figure -> measured | compiled | estimated (default: method)
+
+    def label(self, figure: str) -> str:
+        return self.labels.get(figure, self.method)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"labels": {r["figure"]: self.label(r["figure"]) for r in self.rows}}
 
     def table(self) -> str:
+        how = (f"latency {self.label('p50_ms').upper()}, VRAM {self.label('vram_mb').upper()}" if self.labels
+               else self.method.upper())
         head = (f"budget {self.budget} on {self.profile} (batch {self.batch_size}, {self.precision}): "
-                f"{self.method.upper()} on {self.device} -> {'PASS' if self.passed else 'EXCEEDED'}")
-        lines = [head, f"  {'figure':<10} {'limit':>10} {'value':>10} {'margin':>22}  status"]
+                f"{how} on {self.device} -> {'PASS' if self.passed else 'EXCEEDED'}")
+        lines = [head, f"  {'figure':<10} {'limit':>10} {'value':>10} {'margin':>22}  status    source"]
         for r in self.rows:
             limit = "-" if r["limit"] is None else f"{r['limit']:.2f}"
             if r["limit"] is None:
@@ -58,8 +66,10 @@ class Verdict:
             else:
                 margin = f"over by {r['over_by']:.2f} {r['unit']} (+{r['over_pct']:.1f}%)"
             lines.append(f"  {r['figure']:<10} {limit:>10} {r['value']:>10.2f} {margin:>22}  "
-                         f"{'ok' if r['ok'] else 'EXCEEDED'}")
+                         f"{'ok' if r['ok'] else 'EXCEEDED':<8}  {self.label(r['figure'])}")
         lines += [f"  note: {n}" for n in self.notes]
+        if self.details.get("pipeline"):
+            lines.append("  " + self.details["pipeline"]["text"])
         return "\n".join(lines)
 
 
@@ -201,6 +211,24 @@ def measured_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile
                    all(r["ok"] for r in rows), details, ["MEASURED with CUDA events"] + notes)
 
 
+def with_compiled_vram(v: Verdict, budget: Budget, profile: HardwareProfile, device_bytes: int, io_bytes: int,
+                       what: str = "TensorRT engine") -> Verdict:
+    """Replace the VRAM figure by a compiled one: the engine's device memory (from TensorRT's build accounting)
+    + the profile's CUDA context + the I/O buffers at the budget's batch size; re-judge and label it."""
+    mb = 2**-20
+    v.figures["vram_mb"] = profile.vram.cuda_context_mb + (device_bytes + io_bytes) * mb
+    v.rows = judge(v.figures, budget, profile)
+    v.passed = all(r["ok"] for r in v.rows)
+    v.notes = [n for n in v.notes if not n.startswith("VRAM = ")]
+    v.labels = {"p50_ms": v.method, "p95_ms": v.method, "vram_mb": "compiled", "vram_board": "compiled"}
+    v.details["compiled_vram"] = {"engine_device_mb": device_bytes * mb, "io_buffers_mb": io_bytes * mb,
+                                  "cuda_context_mb": profile.vram.cuda_context_mb}
+    v.notes.append(f"VRAM COMPILED: {what} device memory {device_bytes * mb:.1f} MB (TensorRT's weights + activations "
+                   f"+ persistent memory) + CUDA context {profile.vram.cuda_context_mb:.0f} MB (profile) + I/O buffers "
+                   f"{io_bytes * mb:.2f} MB (batch {budget.batch_size})")
+    return v
+
+
 def make_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile: HardwareProfile, precision: str,
                  mode: str = "auto", **measure_kw) -> Verdict:
     """`mode` auto: measured when CUDA is visible, else estimated. The estimate is attached to a measurement."""
@@ -211,4 +239,22 @@ def make_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile: Ha
     return estimated_verdict(model, dims, budget, profile, precision)
 
 
-__all__ = ["Verdict", "judge", "estimated_verdict", "measured_verdict", "make_verdict", "cuda_timing"]
+def pipeline_check(verdict: dict, host: dict, host_device: str) -> dict:
+    """The whole real-time pipeline against the budget's frame time (its p95 limit): the host-side stages
+    (decode, face, preprocess, audio; p95 per window, MEASURED on `host_device`) + the model's p95 from `verdict`
+    (a `Verdict.to_dict()`; its method - measured, compiled or estimated - is carried over, never upgraded)."""
+    limit = next((r["limit"] for r in verdict["rows"] if r["figure"] == "p95_ms"), None)
+    gpu, host_ms = float(verdict["figures"]["p95_ms"]), float(host["p95_ms"])
+    total = host_ms + gpu
+    fits = limit is not None and total <= limit
+    text = (f"pipeline: host {host_ms:.2f} ms p95 (MEASURED on {host_device}) + model {gpu:.2f} ms p95 "
+            f"({verdict['method'].upper()} on {verdict['device']}) = {total:.2f} ms vs frame budget "
+            + (f"{limit:.2f} ms -> {'FITS' if fits else 'DOES NOT FIT'}" if limit is not None else "none"))
+    return {"host_p50_ms": float(host["p50_ms"]), "host_p95_ms": host_ms, "host_method": "measured",
+            "host_device": host_device, "model_p95_ms": gpu, "model_method": verdict["method"],
+            "model_device": verdict["device"], "total_p95_ms": total, "frame_budget_ms": limit, "fits": fits,
+            "budget": verdict.get("budget"), "text": text}
+
+
+__all__ = ["Verdict", "judge", "pipeline_check", "estimated_verdict", "measured_verdict", "make_verdict",
+           "with_compiled_vram", "cuda_timing"]

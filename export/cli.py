@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _export(args) -> int:
-    from .run import EXIT_ERROR, run_export
+    from .run import run_export
 
-    try:
-        return run_export(args)
-    except FileExistsError as e:  # the dispatcher handles ValueError/RuntimeError/FileNotFoundError
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    return run_export(args)  # errors: one line and exit 2 from the dispatcher's boundary (emodistill.errors)
 
 
 def _bench(args) -> int:
@@ -29,6 +24,13 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget",
                        description="Export a checkpoint to ONNX (fp32/fp16/int8) or a TensorRT engine, write a JSON "
                                    "sidecar, and check an RTX 3050 latency/VRAM budget (exit 3 when exceeded).",
+                       epilog="Which TensorRT backend where: --trt-backend rtx (default) = TensorRT for RTX "
+                              "(tensorrt-rtx, installed by default): engines for GeForce RTX targets (SM 7.5, 8.0, "
+                              "8.6, 8.9, 12.0, 12.1; every RTX 3050 is 8.6), built ahead of time on any machine, "
+                              "no GPU needed. --trt-backend torch-tensorrt = built on the GPU that runs it: "
+                              "torch-tensorrt-rtx (pip install 'emodistill[tensorrt]') on an RTX machine, standard "
+                              "torch-tensorrt (pip install 'torch-tensorrt==2.11.*') on data-center GPUs (A100, "
+                              "H100/H200). Figures are labelled measured / compiled / estimated. See docs/export.md.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_export_arguments(p)
     p.set_defaults(func=_export)

@@ -68,6 +68,8 @@ class OpCost:
     in_bytes: int
     out_bytes: int
     dtype: str
+    launches: int = 1  # kernels: a concatenation copies each input into its slice (one copy per input)
+    gemm_shape: tuple[int, int, int] | None = None  # (M, N, groups) of the (implicit) GEMM, for tile quantization
 
 
 @dataclass
@@ -162,6 +164,24 @@ def _flops(kind: str, func, args, kwargs, out) -> float:
     return 0.0
 
 
+def _gemm_shape(kind: str, func, args, kwargs, outs) -> tuple[int, int, int] | None:
+    """(M, N, groups) of the GEMM a tensor-core kernel tiles: output rows x output columns per group.
+    Conv (implicit GEMM): M = batch x output pixels, N = output channels per group."""
+    if kind not in ("gemm", "conv", "attention") or not outs:
+        return None
+    out = outs[0]
+    if kind == "gemm":
+        n = out.shape[-1] if out.dim() else 1
+        return (out.numel() // max(n, 1), n, 1)
+    if kind == "attention":  # q [..., L, E] x k [..., S, E]^T: M = all query rows, N = keys
+        q, k = args[0], args[1]
+        return (q.numel() // max(q.shape[-1], 1), k.shape[-2], 1)
+    groups = args[8] if func.overloadpacket in (aten.convolution, aten._convolution) and len(args) > 8 \
+        else kwargs.get("groups", 1)
+    cout = out.shape[1]
+    return (out.numel() // max(cout, 1), cout // max(groups, 1), groups)
+
+
 class _Counter(TorchDispatchMode):
     """Records an OpCost per non-constant, non-view ATen op, and tensor lifetimes for peak memory."""
 
@@ -229,8 +249,10 @@ class _Counter(TorchDispatchMode):
             self.born[id(o)] = idx
             self.last[id(o)] = idx
         dtype = "int8" if quant else str(outs[0].dtype).replace("torch.", "") if outs else "none"
+        launches = len(args[0]) if func.overloadpacket is aten.cat and isinstance(args[0], (list, tuple)) else 1
         self.ops.append(OpCost(func.overloadpacket.__name__, kind, _flops(kind, func, args, kwargs, out),
-                               w_bytes, in_bytes, out_bytes, dtype))
+                               w_bytes, in_bytes, out_bytes, dtype, max(launches, 1),
+                               _gemm_shape(kind, func, args, kwargs, outs)))
         return out
 
     def peak_activation(self, keep_alive: set[int]) -> int:
@@ -333,7 +355,7 @@ def op_time_s(op: OpCost, profile: HardwareProfile) -> tuple[float, bool, bool]:
             peak = g.peak_fp16_tensor_flops if e.fp16_accumulate == "fp16" else g.peak_fp16_tensor_fp32acc_flops
         else:
             peak = g.peak_fp32_flops
-        peak *= clk * e.eff_tensor
+        peak *= clk * e.eff_tensor * tile_utilization(op, profile)
     else:
         peak = cuda_peak
     t_compute = op.flops / peak if op.flops else 0.0
@@ -341,7 +363,22 @@ def op_time_s(op: OpCost, profile: HardwareProfile) -> tuple[float, bool, bool]:
         return t_compute, False, True
     bw = g.memory_bandwidth_gbs * 1e9 * e.eff_mem
     t_mem = (op.weight_bytes + op.in_bytes + op.out_bytes) / bw
-    return max(t_compute, t_mem) + e.kernel_overhead_us * 1e-6, True, t_compute >= t_mem
+    return max(t_compute, t_mem) + e.kernel_overhead_us * 1e-6 * op.launches, True, t_compute >= t_mem
+
+
+def tile_utilization(op: OpCost, profile: HardwareProfile) -> float:
+    """Fraction of the tensor cores a tiled GEMM keeps busy: tile quantization (a partial tile costs a whole one)
+    and wave quantization (tiles run in waves of one tile per SM; the last wave may leave SMs idle).
+    util = M * N * groups / (waves * SMs * tile^2), waves = ceil(groups * ceil(M/tile) * ceil(N/tile) / SMs);
+    1.0 when the profile's `gemm_tile` is 0 (off)."""
+    tile = profile.estimator.gemm_tile
+    if not tile or op.gemm_shape is None:
+        return 1.0
+    m, n, groups = op.gemm_shape
+    sms = profile.gpu.sm_count
+    tiles = groups * math.ceil(m / tile) * math.ceil(n / tile)
+    waves = max(1, math.ceil(tiles / sms))
+    return max(min(1.0, m * n * groups / (waves * sms * tile * tile)), 1e-6)
 
 
 def estimate(trace: CostTrace, profile: HardwareProfile, include_transfer: bool = True) -> Estimate:
@@ -353,7 +390,7 @@ def estimate(trace: CostTrace, profile: HardwareProfile, include_transfer: bool 
     for op in trace.ops:
         t, launch, cb = op_time_s(op, profile)
         total += t
-        kernels += launch
+        kernels += launch * op.launches
         d = bound.setdefault(op.kind, {"ms": 0.0, "ops": 0, "compute_bound": 0, "memory_bound": 0})
         d["ms"] += t * 1e3
         d["ops"] += 1
@@ -380,4 +417,5 @@ def op_histogram(trace: CostTrace) -> dict[str, int]:
     return dict(Counter(o.op for o in trace.ops).most_common())
 
 
-__all__ = ["OpCost", "CostTrace", "Estimate", "count_costs", "estimate", "op_time_s", "op_histogram"]
+__all__ = ["OpCost", "CostTrace", "Estimate", "count_costs", "estimate", "op_time_s", "op_histogram",
+           "tile_utilization"]

@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 OPSET = 18
 INPUT_NAMES = ("video", "audio")
+# optional third input of models with a missing-modality path: [batch, 2] (audio, video; 1 = present). It is an
+# initializer as well as an input, so it defaults to "both present" and callers that feed only video + audio
+# get the unmasked model (ONNX Runtime: `get_overridable_initializers()`).
+MASK_INPUT = "modality_mask"
 OUTPUT_NAMES = ("logits",)
 # class names kept fp32 in fp16 artifacts: LayerNorm/RMSNorm/GroupNorm (fp16 statistics overflow) and the
 # log-mel/STFT front end (log of small powers); BatchNorm is not kept: in eval it folds into the conv before it.
@@ -92,10 +96,34 @@ class ExportWrapper(nn.Module):
         self.model = model
         self.compute_dtype = compute_dtype
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor,
+                modality_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.compute_dtype != torch.float32:
             video, audio = video.to(self.compute_dtype), audio.to(self.compute_dtype)
-        return self.model(video, audio)["logits"].float()
+        if modality_mask is None:
+            return self.model(video, audio)["logits"].float()
+        return self.model(video, audio, modality_mask=modality_mask)["logits"].float()
+
+
+def accepts_mask(model: nn.Module) -> bool:
+    """Whether `model.forward` takes a `modality_mask` (the student's missing-modality path)."""
+    import inspect
+
+    return "modality_mask" in inspect.signature(model.forward).parameters
+
+
+def add_mask_default(path: str | Path) -> None:
+    """Make the `modality_mask` input optional: an initializer of ones [1, 2] with the input's name."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path), load_external_data=False)  # external tensors keep their references
+    m.graph.initializer.append(numpy_helper.from_array(np.ones((1, 2), np.float32), MASK_INPUT))
+    # the default has batch 1 while the clips have `batch`: its own symbol, and no exporter shapes tying the
+    # two (ONNX Runtime plans buffers from them; it infers the shapes again)
+    next(i for i in m.graph.input if i.name == MASK_INPUT).type.tensor_type.shape.dim[0].dim_param = "mask_batch"
+    del m.graph.value_info[:]
+    onnx.save(m, str(path))
 
 
 def random_inputs(dims: Dims, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +177,12 @@ def export_onnx(model: nn.Module, dims: Dims, path: str | Path, precision: str =
     else:
         wrapper = ExportWrapper(model).eval()
     example = random_inputs(dims, 2)
+    names, dynamic = list(INPUT_NAMES), {"video": {0: "batch"}, "audio": {0: "batch"}}
     batch = torch.export.Dim("batch", min=1, max=4096)
+    masked = accepts_mask(model)
+    if masked:
+        example, names = (*example, torch.ones(2, 2)), names + [MASK_INPUT]
+        dynamic[MASK_INPUT] = {0: "batch"}
     n_bytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,15 +192,18 @@ def export_onnx(model: nn.Module, dims: Dims, path: str | Path, precision: str =
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, example, str(path), dynamo=True, opset_version=opset,
-                          external_data=n_bytes > MAX_SINGLE_FILE, input_names=list(INPUT_NAMES),
+                          external_data=n_bytes > MAX_SINGLE_FILE, input_names=names,
                           output_names=list(OUTPUT_NAMES), verbose=False,
-                          dynamic_shapes={"video": {0: batch}, "audio": {0: batch}})
+                          dynamic_shapes={k: {0: batch} for k in dynamic})
     logger.info("exported %s (%s) in %.1fs", path, precision, time.time() - t0)
     if n_bytes <= MAX_SINGLE_FILE:
         strip_metadata(path)
+    if masked:
+        add_mask_default(path)
     check_onnx(path)
     return {"opset": opset, "exporter": f"torch.onnx.export(dynamo=True) torch {torch.__version__}",
-            "dynamic_axes": {"video": {0: "batch"}, "audio": {0: "batch"}, "logits": {0: "batch"}},
+            "dynamic_axes": {**dynamic, "logits": {0: "batch"}},
+            "optional_inputs": {MASK_INPUT: "default ones [1, 2]"} if masked else {},
             "external_data": n_bytes > MAX_SINGLE_FILE, "fp32_modules": kept, "export_seconds": round(time.time() - t0, 2)}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from emodistill.config import BaseConfig, ConfigError, apply_overrides, format_validation_error
 from emodistill.utils import CONFIG_DIR
@@ -38,6 +38,9 @@ class GpuSpec(BaseConfig):
     """Published figures of one GPU board (boost clock at the board's maximum power)."""
 
     chip: str
+    compute_capability: str | None = Field(
+        None, pattern=r"^\d+\.\d+$", description="CUDA compute capability, e.g. 8.6 (every RTX 3050); TensorRT "
+        "engines are built for it")
     sm_count: int = Field(..., ge=1)
     cuda_cores: int = Field(..., ge=1)
     tensor_cores: int = Field(..., ge=0)
@@ -56,6 +59,11 @@ class GpuSpec(BaseConfig):
     fp16_tensor_flops_per_clk_per_sm: int = Field(1024, description="FP16 in, FP16 accumulate, dense")
     fp16_tensor_fp32acc_flops_per_clk_per_sm: int = Field(512, description="GeForce: half rate with FP32 accumulate")
     int8_tensor_ops_per_clk_per_sm: int = 2048
+
+    @field_validator("compute_capability", mode="before")
+    @classmethod
+    def _cc_text(cls, v):  # YAML reads 8.6 as a float
+        return f"{v:.1f}" if isinstance(v, float) else v
 
     @property
     def memory_bandwidth_gbs(self) -> float:
@@ -86,12 +94,14 @@ class EstimatorSpec(BaseConfig):
     a measured run (`emodistill export ... --verdict measured` on the real board) and keep the sources."""
 
     sustained_clock_fraction: float = Field(1.0, gt=0, le=1.0, description="clock actually held under load")
-    eff_tensor: float = Field(0.35, gt=0, le=1.0, description="fraction of tensor-core peak reached by GEMM/conv")
+    eff_tensor: float = Field(0.6, gt=0, le=1.0, description="fraction of tensor-core peak reached by GEMM/conv")
     eff_cuda: float = Field(0.5, gt=0, le=1.0, description="fraction of CUDA-core peak for other math")
-    eff_mem: float = Field(0.7, gt=0, le=1.0, description="fraction of DRAM bandwidth reached")
+    eff_mem: float = Field(0.8, gt=0, le=1.0, description="fraction of DRAM bandwidth reached")
     fp16_accumulate: Literal["fp16", "fp32"] = Field(
         "fp32", description="accumulator of FP16 GEMMs; GeForce runs FP32 accumulate at half rate")
-    kernel_overhead_us: float = Field(4.0, ge=0, description="launch + tail per kernel")
+    kernel_overhead_us: float = Field(14.0, ge=0, description="launch + tail per kernel")
+    gemm_tile: int = Field(64, ge=0, description="square CTA tile (M x N) of tensor-core GEMM/conv kernels for tile "
+                           "and wave quantization over the SMs; 0 = off")
     inference_overhead_us: float = Field(30.0, ge=0, description="enqueue + stream sync per inference")
     fuse_pointwise: bool = Field(True, description="pointwise ops fused into their producer (TensorRT)")
     pcie_eff: float = Field(0.7, gt=0, le=1.0, description="fraction of PCIe bandwidth for input upload")
@@ -127,7 +137,7 @@ class HardwareProfile(BaseConfig):
 
     def summary(self) -> dict:
         g = self.gpu
-        return {"name": self.name, "sm_count": g.sm_count, "boost_clock_mhz": g.boost_clock_mhz,
+        return {"name": self.name, "compute_capability": g.compute_capability, "sm_count": g.sm_count, "boost_clock_mhz": g.boost_clock_mhz,
                 "memory_gb": g.memory_gb, "memory_bandwidth_gbs": round(g.memory_bandwidth_gbs, 1),
                 "peak_fp32_tflops": round(g.peak_fp32_flops / 1e12, 2),
                 "peak_fp16_tensor_tflops": round(g.peak_fp16_tensor_flops / 1e12, 2),

@@ -6,8 +6,9 @@ with per-channel weights and a `CalibrationDataReader` over training clips. Only
 every node that the exporter recorded as coming from a module whose path matches `exclude` (default: the
 log-mel/STFT front end, whose DFT conv feeds a log and suffers from 8-bit error) is kept float too. Targets:
   cpu       uint8 asymmetric activations, int8 symmetric weights (ONNX Runtime's fast path on x86)
-  tensorrt  int8 symmetric activations and weights (TensorRT accepts only zero-point-0 Q/DQ), no ORT-specific
-            graph optimizations so the graph stays in the default ONNX domain
+  tensorrt  int8 symmetric activations and weights (TensorRT accepts only zero-point-0 Q/DQ), float biases
+            (`QuantizeBias: False`: TensorRT rejects int32 bias DequantizeLinear), no ORT-specific graph
+            optimizations so the graph stays in the default ONNX domain
 Dynamic: `quantize_dynamic` of MatMul/Gemm weights (activations quantized at run time; no calibration).
 """
 
@@ -153,6 +154,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, cfg: QuantConfig,
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=exclude, calibrate_method=method,
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                               # TensorRT (for RTX too) refuses int32 bias DequantizeLinear: keep biases float
+                               **({"QuantizeBias": False} if symmetric else {}),
                                # Q/DQ on the inputs of quantized ops only (TensorRT's placement): outputs such
                                # as the logits stay float, and float consumers get no extra rounding
                                "OpTypesToExcludeOutputQuantization": list(cfg.op_types)})

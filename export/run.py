@@ -6,8 +6,21 @@
 
 Writes into --out: the artifact (`model.onnx` or `model.engine`), `model.json` (the sidecar: input contract,
 precision, versions, sha256 of the artifact, parity/accuracy/latency, budget verdict) and `verdict.txt`.
-Exit codes: 0 ok, 1 error, 3 budget exceeded (the table says which figure and by how much), 4 parity or accuracy
-outside tolerance, 5 TensorRT path unavailable (no torch-tensorrt / no GPU).
+Exit codes (emodistill.errors): 0 ok, 1 runtime failure, 2 input error (bad checkpoint, flag, budget name, an --out
+that holds an export without --force; --out is left as it was), 3 budget exceeded (the table says which figure and
+by how much), 4 parity or accuracy outside tolerance, 5 TensorRT path unavailable
+(torch-tensorrt backend without torch-tensorrt / GPU).
+With --force the previous export in --out is replaced only once the new one is complete (it is built in a staging
+folder inside --out).
+
+TensorRT backends (`--trt-backend`):
+  rtx             default. TensorRT for RTX (`tensorrt_rtx`, a default dependency): the verified ONNX artifact
+                  (`model.onnx`, written beside the engine) is compiled ahead of time for the compute capability
+                  of the budget's hardware profile (8.6 for every RTX 3050), on any machine, with or without a
+                  GPU. GeForce RTX / RTX PRO targets only (SM 7.5, 8.0, 8.6, 8.9, 12.0, 12.1).
+  torch-tensorrt  torch-tensorrt on the GPU that will run the engine (needs that GPU): `torch-tensorrt-rtx`
+                  (the `[tensorrt]` extra) on an RTX machine, standard `torch-tensorrt` on data-center GPUs
+                  (A100, H100/H200: SM 8.0/9.0, which TensorRT for RTX does not target or has no SM90).
 """
 
 from __future__ import annotations
@@ -22,8 +35,12 @@ if __name__ == "__main__" and not __package__:  # `python export/run.py`: make `
     __package__ = "export"  # PEP 366: the relative imports below resolve inside the package
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import datetime as _dt  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -31,7 +48,7 @@ import torch  # noqa: E402
 
 logger = logging.getLogger("export.run")
 
-EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5  # = emodistill.errors
 ARTIFACT_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine"}
 SIDECAR, VERDICT_TXT = "model.json", "verdict.txt"
 
@@ -39,6 +56,12 @@ SIDECAR, VERDICT_TXT = "model.json", "verdict.txt"
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (or its model.safetensors)")
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx", help="artifact kind")
+    p.add_argument("--trt-backend", choices=["rtx", "torch-tensorrt"], default="rtx",
+                   help="tensorrt only. rtx: TensorRT for RTX builds the engine ahead of time from the verified ONNX "
+                        "for the budget profile's compute capability (GeForce RTX, e.g. every RTX 3050 = SM 8.6), on "
+                        "any machine, no GPU needed. torch-tensorrt: builds on the GPU that runs it - "
+                        "torch-tensorrt-rtx ([tensorrt] extra) on RTX GPUs, standard torch-tensorrt on data-center "
+                        "GPUs (A100/H100/H200)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="artifact precision")
     p.add_argument("--budget", default="rtx3050-desktop-8gb",
                    help="budget name/YAML (configs/hardware/budgets/) or a hardware profile name (its default budget)")
@@ -55,8 +78,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: measured when CUDA is visible, else the roofline estimate")
     p.add_argument("--measure-seconds", type=float, default=10.0, help="timed runs of a measured verdict (>= 10 s)")
     p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="ONNX INT8 method")
-    p.add_argument("--int8-target", choices=["cpu", "tensorrt"], default="cpu",
-                   help="cpu: uint8 asymmetric activations (ORT); tensorrt: symmetric int8 activations and weights")
+    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                   help="reuse this fp32 ONNX export of the same checkpoint (checked by its sidecar) instead of "
+                        "exporting again; for fp32 and int8 (quantized here), fp16 always exports")
+    p.add_argument("--int8-target", choices=["cpu", "tensorrt"], default=None,
+                   help="cpu: uint8 asymmetric activations (ORT); tensorrt: symmetric int8 activations and weights, "
+                        "float biases (default: tensorrt for --format tensorrt, else cpu)")
     p.add_argument("--calib-samples", type=int, default=64, help="training clips used for INT8 calibration")
     p.add_argument("--calibrate-method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="activation range calibration")
@@ -67,7 +94,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-batch", type=int, default=16, help="batch size for parity and accuracy")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime CPU intra-op threads for the latency figure")
     p.add_argument("--latency-seconds", type=float, default=2.0, help="ONNX Runtime CPU timing per batch size")
-    p.add_argument("--max-batch", type=int, default=16, help="largest batch of the TensorRT optimisation profile")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="largest batch of the TensorRT optimisation profile (min 1, opt = budget batch, max = the "
+                        "larger of this and the budget batch; compiled activation memory is for this batch)")
     p.add_argument("--hardware-compatible", action="store_true",
                    help="TensorRT engine that runs on any Ampere+ GPU (slightly slower)")
 
@@ -139,12 +168,46 @@ def contract_for(meta: dict, dims, precision: str) -> dict:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
+    """Refuse an --out that holds an export unless --force; nothing is deleted here (see `_commit`)."""
     existing = [n for n in (*ARTIFACT_NAMES.values(), SIDECAR, VERDICT_TXT) if (out / n).exists()]
     if existing and not force:
-        raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite (use --force)")
+        raise FileExistsError(f"{out} already holds {', '.join(existing)}; refusing to overwrite (use --force "
+                              "to replace it once the new export is complete, or choose another --out)")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+
+
+def _commit(stage: Path, out: Path, sidecar: dict) -> None:
+    """Move a complete, verified export from its staging folder into `out`. Until here the previous export is
+    untouched. The artifact goes first and the sidecar (which holds its sha256) after it, so a kill in between
+    leaves a pair that predict refuses, never a wrong one; old files the new export does not replace go last."""
+    from emodistill.utils import sha256_file
+
+    artifact = stage / sidecar["artifact"]
+    if not artifact.is_file() or sha256_file(artifact) != sidecar["sha256"]:
+        raise RuntimeError(f"{artifact}: the staged artifact does not match its sidecar; {out} was left as it was")
+    last = (SIDECAR, VERDICT_TXT)
+    names = sorted((p.name for p in stage.iterdir()), key=lambda n: (n in last, last.index(n) if n in last else 0))
+    for n in names:
+        os.replace(stage / n, out / n)
+    for n in (*ARTIFACT_NAMES.values(), SIDECAR, VERDICT_TXT):
+        if n not in names:
+            (out / n).unlink(missing_ok=True)
+
+
+def run_export(args) -> int:
+    """Export into a staging folder inside --out; a failure at any point leaves --out as it was."""
+    out = Path(args.out)
+    _prepare_out(out, args.force)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for n in existing:
-        (out / n).unlink()
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        return _export(args, stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _accuracy(logits: np.ndarray, clips: Clips, num_classes: int) -> dict | None:
@@ -165,6 +228,30 @@ def _accuracy_block(args, ref: np.ndarray, art: np.ndarray, clips: Clips, num_cl
             "max_drop_points": args.max_accuracy_drop, "passed": drop <= args.max_accuracy_drop}
 
 
+def _reuse_onnx(args, dest: Path) -> dict | None:
+    """Copy `--onnx` (an fp32 export of this same checkpoint, per its sidecar) to `dest`; None without --onnx."""
+    import shutil
+
+    from emodistill.checkpoint import read_meta
+
+    src = getattr(args, "onnx", None)
+    if not src:
+        return None
+    src = Path(src)
+    side = src.with_suffix(".json")
+    if not src.exists() or not side.exists():
+        raise FileNotFoundError(f"--onnx {src}: the file or its sidecar {side.name} does not exist")
+    meta = json.loads(side.read_text())
+    want = read_meta(args.checkpoint).get("weights_sha256")
+    have = (meta.get("source_checkpoint") or {}).get("weights_sha256")
+    if meta.get("precision") != "fp32" or meta.get("format") != "onnx" or not want or have != want:
+        raise ValueError(f"--onnx {src}: not an fp32 ONNX export of {args.checkpoint} (sidecar says format "
+                         f"{meta.get('format')}, precision {meta.get('precision')}, weights sha256 "
+                         f"{str(have)[:12]} vs the checkpoint's {str(want)[:12]})")
+    shutil.copyfile(src, dest)
+    return {**meta.get("export", {}), "reused_from": str(src)}
+
+
 def _export_onnx(args, model, dims, clips: Clips, out: Path, num_classes: int) -> dict:
     from .onnx import (compare_logits, export_onnx, make_session, onnx_model_size, ort_latency, session_logits,
                        torch_logits)
@@ -175,8 +262,8 @@ def _export_onnx(args, model, dims, clips: Clips, out: Path, num_classes: int) -
     if args.precision == "int8":
         fp32 = out / ".model-fp32.onnx"
         try:
-            info["export"] = export_onnx(model, dims, fp32, "fp32")
-            qcfg = QuantConfig(mode=args.int8_mode, target=args.int8_target, calib_samples=args.calib_samples,
+            info["export"] = _reuse_onnx(args, fp32) or export_onnx(model, dims, fp32, "fp32")
+            qcfg = QuantConfig(mode=args.int8_mode, target=args.int8_target or "cpu", calib_samples=args.calib_samples,
                                calibrate_method=args.calibrate_method)
             reader = make_reader(clips.calib, args.calib_samples) if args.int8_mode == "static" else None
             info["quantization"] = quantize_int8(fp32, path, qcfg, reader)
@@ -186,7 +273,8 @@ def _export_onnx(args, model, dims, clips: Clips, out: Path, num_classes: int) -
         finally:
             fp32.unlink(missing_ok=True)
     else:
-        info["export"] = export_onnx(model, dims, path, args.precision)
+        info["export"] = ((args.precision == "fp32" and _reuse_onnx(args, path))
+                          or export_onnx(model, dims, path, args.precision))
     sess = make_session(path, threads=args.threads)
     ref, _ = torch_logits(model, clips.parity)
     info["parity"] = compare_logits(ref, session_logits(sess, clips.parity), args.precision,
@@ -195,8 +283,9 @@ def _export_onnx(args, model, dims, clips: Clips, out: Path, num_classes: int) -
     if clips.test is not None:
         info["accuracy"] = _accuracy_block(args, torch_logits(model, clips.test)[0],
                                            session_logits(sess, clips.test), clips, num_classes)
-    batches = sorted({1, args.budget_batch})
-    info["ort_cpu_latency"] = [ort_latency(sess, dims, b, seconds=args.latency_seconds) for b in batches]
+    if args.format == "onnx":  # an engine's ONNX is its source, not the artifact to time
+        batches = sorted({1, args.budget_batch})
+        info["ort_cpu_latency"] = [ort_latency(sess, dims, b, seconds=args.latency_seconds) for b in batches]
     info["size_bytes"] = onnx_model_size(path)
     return info
 
@@ -226,30 +315,72 @@ def _export_tensorrt(args, model, dims, clips: Clips, out: Path, num_classes: in
     return info, compiled
 
 
-def run_export(args) -> int:
+def _export_rtx(args, model, dims, clips: Clips, out: Path, num_classes: int, profile) -> dict:
+    """The verified ONNX (checker + ORT parity/accuracy, kept as model.onnx) -> TensorRT for RTX engine."""
+    from emodistill.utils import sha256_file
+
+    from .trt_rtx import build_engine
+
+    args.int8_target = "tensorrt"
+    info = _export_onnx(args, model, dims, clips, out, num_classes)
+    onnx_path = out / ARTIFACT_NAMES["onnx"]
+    info["onnx_artifact"] = {"file": onnx_path.name, "sha256": sha256_file(onnx_path),
+                             "size_bytes": info.pop("size_bytes")}
+    info["export"]["engine"] = build_engine(onnx_path, out / ARTIFACT_NAMES["tensorrt"], profile.gpu.compute_capability,
+                                            profile.name, opt_batch=args.budget_batch, max_batch=args.max_batch)
+    return info
+
+
+def _engine_runner(path: Path, profile):
+    """A runner for the engine when a GPU of its compute capability is here (measured latency), else None."""
+    from .trt_rtx import EngineRunner, runnable_here
+
+    ok, why = runnable_here(profile.gpu.compute_capability)
+    if not ok:
+        logger.info("engine latency not measured: %s", why)
+        return None
+    return EngineRunner(path.read_bytes(), profile.gpu.compute_capability)
+
+
+def _io_bytes(dims, batch: int, num_classes: int) -> int:
+    """Device copies of the float32 inputs and logits at `batch`."""
+    return 4 * (sum(int(np.prod(s)) for s in dims.shapes(batch).values()) + batch * num_classes)
+
+
+def _export(args, out: Path, final: Path) -> int:
+    """The export itself, written into `out` (the staging folder) and committed into `final`."""
     from emodistill.checkpoint import load_checkpoint
     from emodistill.utils import sha256_file, versions, write_json_atomic
 
-    from .budget import make_verdict
+    from .budget import make_verdict, with_compiled_vram
     from .onnx import Dims, tolerances_table
+    from .trt_rtx import device_memory_bytes
     from .profiles import load_budget
     from .tensorrt import availability, trtexec_command
 
-    out = Path(args.out)
     budget, profile = load_budget(args.budget, args.budget_set)
     if budget.precision and budget.precision != args.precision:
         raise ValueError(f"budget {budget.name} is for {budget.precision}, but --precision is {args.precision}; "
                          f"pick a matching budget or add --budget-set precision={args.precision}")
     if args.verdict == "measured" and not torch.cuda.is_available():
         raise RuntimeError("--verdict measured needs a CUDA GPU; none is visible (use --verdict estimated)")
-    if args.format == "tensorrt":
+    rtx = args.format == "tensorrt" and getattr(args, "trt_backend", "rtx") == "rtx"
+    if rtx:
+        from .trt_rtx import sm_target, trt_module
+
+        sm_target(profile.gpu.compute_capability, profile.name)  # a clear error before any work
+        trt_module()
+        if args.int8_target == "cpu" and args.precision == "int8":
+            raise ValueError("--int8-target cpu makes uint8 activations that TensorRT does not take; drop it for "
+                             "--format tensorrt (the default there is tensorrt)")
+    elif args.format == "tensorrt":
         ok, reason = availability(args.precision)
         if not ok:
             print(f"TensorRT export is not possible on this machine: {reason}.\n"
-                  f"Use --format onnx here, and build the engine on the RTX 3050 with trtexec.", file=sys.stderr)
+                  f"Use the default --trt-backend rtx (TensorRT for RTX, no GPU needed), or --format onnx and "
+                  f"trtexec on the target GPU.", file=sys.stderr)
             return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
-    _prepare_out(out, args.force)
     model, meta = load_checkpoint(args.checkpoint)
     dims = Dims.from_preprocess(meta["preprocess"])
     num_classes = len(meta["class_names"])
@@ -258,20 +389,33 @@ def run_export(args) -> int:
     runner = engine_vram = None
     if args.format == "onnx":
         info = _export_onnx(args, model, dims, clips, out, num_classes)
+    elif rtx:
+        info = _export_rtx(args, model, dims, clips, out, num_classes, profile)
+        runner = _engine_runner(out / ARTIFACT_NAMES["tensorrt"], profile)
     else:
         info, runner = _export_tensorrt(args, model, dims, clips, out, num_classes)
         mem = info["export"]["engine"]
         engine_vram = (mem["device_memory_bytes"] + mem["weights_bytes"]) / 2**20
     artifact = out / ARTIFACT_NAMES[args.format]
-    onnx_ref = artifact if args.format == "onnx" else out / "model.onnx"
+    onnx_ref = final / "model.onnx"
     trtexec = trtexec_command(onnx_ref, dims, args.precision, budget.batch_size, args.max_batch)
     measure_kw = {"seconds": max(args.measure_seconds, 10.0)} if args.verdict != "estimated" else {}
     if runner is not None:
         measure_kw |= {"runner": runner, "engine_vram_mb": engine_vram, "what": f"TensorRT engine {args.precision}"}
-    verdict = make_verdict(model.cpu(), dims, budget, profile, args.precision, args.verdict, **measure_kw)
+    mode = args.verdict
+    if rtx and runner is None and mode == "auto":  # a GPU that cannot run the engine would time something else
+        mode = "estimated"
+    verdict = make_verdict(model.cpu(), dims, budget, profile, args.precision, mode, **measure_kw)
+    if rtx:
+        facts = info["export"]["engine"]
+        verdict = with_compiled_vram(verdict, budget, profile, device_memory_bytes(facts["memory"]),
+                                     _io_bytes(dims, budget.batch_size, num_classes),
+                                     f"TensorRT-RTX {facts['target']} engine")
 
     ver = versions()
-    if args.format == "tensorrt":
+    if rtx:
+        ver["tensorrt_rtx"] = info["export"]["engine"]["tensorrt_rtx"]
+    elif args.format == "tensorrt":
         import torch_tensorrt
 
         ver["torch_tensorrt"] = torch_tensorrt.__version__
@@ -290,9 +434,11 @@ def run_export(args) -> int:
     }
     write_json_atomic(out / SIDECAR, sidecar)
     (out / VERDICT_TXT).write_text(verdict.table() + "\n")
+    _commit(out, final, sidecar)
+    artifact = final / artifact.name
 
     print(f"wrote {artifact} ({artifact.stat().st_size / 2**20:.2f} MB, sha256 {sidecar['sha256'][:16]}...) "
-          f"and {out / SIDECAR}")
+          f"and {final / SIDECAR}")
     par = info["parity"]
     print(f"parity vs PyTorch fp32 ({par['n']} clips, {par['inputs']}): max|diff| {par['max_abs_diff']:.2e}, "
           f"top-1 agreement {par['top1_agreement']:.1%} -> {'ok' if par['passed'] else 'OUT OF TOLERANCE'} "
@@ -306,7 +452,16 @@ def run_export(args) -> int:
     for lat in info.get("ort_cpu_latency", []):
         print(f"ONNX Runtime CPU ({lat['threads']} thread): batch {lat['batch_size']} p50 {lat['p50_ms']:.2f} ms, "
               f"p95 {lat['p95_ms']:.2f} ms")
-    print(f"TensorRT build on the target GPU: {trtexec}")
+    if rtx:
+        e = info["export"]["engine"]
+        mem = {k: v / 2**20 for k, v in e["memory"].items()}
+        print(f"TensorRT-RTX {e['tensorrt_rtx']} engine for {e['target']} (compute capability {e['compute_capability']}, "
+              f"{profile.name}): {e['engine_bytes'] / 2**20:.2f} MB, built in {e['build_seconds']:.1f} s; compiled memory "
+              f"weights {mem.get('weights_bytes', 0):.2f} MB, activations {mem.get('activation_bytes', 0):.2f} MB "
+              f"(scratch {mem.get('scratch_bytes', 0):.2f} MB, batch <= {max(args.max_batch, budget.batch_size)}), "
+              f"persistent {mem.get('device_persistent_bytes', 0):.2f} MB")
+    else:
+        print(f"TensorRT build on the target GPU: {trtexec}")
     print(verdict.table())
     if not verdict.passed:
         return EXIT_BUDGET
@@ -322,15 +477,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_export_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks of errors")
     args = parser.parse_args(argv)
-    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        return run_export(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        if args.verbose:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    setup_logging(logging.DEBUG if args.verbose or args.debug else logging.INFO)
+    from emodistill.errors import run_guarded
+
+    return run_guarded(run_export, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""TensorRT engine through torch-tensorrt 2.11 (optional extra `emodistill[tensorrt]`, needs an NVIDIA GPU).
+"""TensorRT engine through torch-tensorrt 2.11 (`--trt-backend torch-tensorrt`; needs the NVIDIA GPU that runs it).
+
+Which torch-tensorrt: on a GeForce RTX / RTX PRO machine, `torch-tensorrt-rtx` (the `emodistill[tensorrt]` extra,
+built on TensorRT for RTX; same `torch_tensorrt` module); on data-center GPUs (A100, H100/H200: SM 8.0/9.0),
+standard `torch-tensorrt==2.11.*` with full TensorRT (`pip install torch-tensorrt==2.11.*`). The default backend,
+which needs no GPU at all, is TensorRT for RTX from the ONNX artifact (export/trt_rtx.py).
 
 Steps (the torch-tensorrt 2.11 dynamo API):
 1. the export wrapper (video, audio) -> logits on CUDA; fp16 = a half copy of the model (norms/front end kept
@@ -27,7 +32,8 @@ from .onnx import Dims, ExportWrapper, half_model, random_inputs
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'emodistill[tensorrt]' (torch-tensorrt 2.11; INT8 also needs nvidia-modelopt)"
+INSTALL_HINT = ("pip install 'emodistill[tensorrt]' on an RTX GPU (torch-tensorrt-rtx 2.11), or "
+                "pip install 'torch-tensorrt==2.11.*' on a data-center GPU; INT8 also needs nvidia-modelopt")
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -97,7 +103,10 @@ def _export(wrapper: torch.nn.Module, example: tuple, int8: bool):
 
 def engine_memory(engine_bytes: bytes) -> dict:
     """Device memory an execution context needs and the engine's weight size (bytes), via `tensorrt.Runtime`."""
-    import tensorrt as trt
+    try:  # torch-tensorrt-rtx runs on TensorRT for RTX, standard torch-tensorrt on TensorRT
+        import tensorrt_rtx as trt
+    except ImportError:
+        import tensorrt as trt
 
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(engine_bytes)

@@ -29,11 +29,12 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from emodistill.checkpoint import WEIGHTS, CheckpointError, check_meta, read_meta, save_checkpoint
-from emodistill.config import BaseConfig, load_config
+from emodistill.config import BaseConfig, ConfigError, load_config
 from emodistill.data import DataConfig, build_datasets
 from emodistill.evaluate import evaluate, modality_dropout_mask, modality_mask, unimodal_ce
 from emodistill.optim import warmup_cosine
-from emodistill.utils import finish_distributed, seed_everything, setup_logging, write_json_atomic
+from emodistill.utils import (check_run_folder, finish_distributed, move_aside, seed_everything, setup_logging,
+                              write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +123,16 @@ def load_best(model: torch.nn.Module, folder: Path, preprocess, class_names) -> 
     return meta
 
 
-def train(cfg: TeacherTrainConfig, command: str = "") -> dict:
+def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> dict:
     """Run the fine-tune; returns the metrics written to `<output_dir>/metrics.json`."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from teacher import create_teacher
+    from teacher import TEACHERS, create_teacher
+
+    if cfg.model.name not in TEACHERS:  # before the data is decoded
+        raise ConfigError(f"model.name: unknown teacher {cfg.model.name!r}; available: {', '.join(TEACHERS.names())}")
+    previous = check_run_folder(cfg.output_dir, force=force, can_resume=False)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -135,9 +140,12 @@ def train(cfg: TeacherTrainConfig, command: str = "") -> dict:
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=cfg.optim.grad_accum, log_with="tensorboard",
                               project_dir=str(out), cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    if previous and main:  # only with --force (check_run_folder refused otherwise)
+        move_aside(out, previous)
+    accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     seed_everything(cfg.seed)
-    main = accelerator.is_main_process
     with accelerator.main_process_first():
         splits = build_datasets(cfg.data)
     train_ds, val_ds, test_ds = splits["train"], splits["val"], splits["test"]
@@ -245,13 +253,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--config", required=True, help="YAML config (configs/teacher/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set epochs=5 --set model.overrides.num_layers=4")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in an output_dir that holds a run: its best/ and metrics.json are moved to "
+                             "<output_dir>/replaced-<UTC time>/ first")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TeacherTrainConfig, args.config, args.overrides)
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    metrics = train(cfg, command)
+    metrics = train(cfg, command, force=getattr(args, "force", False))
     print(f"best epoch {metrics['best_epoch']}: val accuracy {metrics['val']['accuracy']:.4f}, "
           f"test accuracy {metrics['test']['accuracy']:.4f} (UAR {metrics['test']['uar']:.4f}); "
           f"{metrics['train_seconds']:.0f} s; {Path(cfg.output_dir) / 'metrics.json'}")
@@ -259,8 +270,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from emodistill.errors import run_guarded
+
     setup_logging()
-    return run(build_parser().parse_args(argv))
+    return run_guarded(run, build_parser().parse_args(argv))
 
 
 __all__ = ["TeacherTrainConfig", "ModelSection", "OptimSection", "train", "load_best", "build_parser", "run"]

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from emodistill.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "configs"
@@ -25,8 +27,24 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(InputError, RuntimeError):
     """Pretrained weights that are neither in a given folder nor in the local Hugging Face cache."""
+
+
+def _weight_map(folder: Path) -> dict[str, str]:
+    """{tensor: shard file} of the index; a shard that is not a plain file name beside it is refused (the index is
+    data: "../x" or "/x" must not make us read files outside the folder)."""
+    index = folder / INDEX
+    try:
+        wm = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise MissingWeightsError(f"{index}: unreadable index ({type(e).__name__}: {e})") from None
+    if not isinstance(wm, dict):
+        raise MissingWeightsError(f"{index}: 'weight_map' must map tensor names to shard files")
+    for key, shard in wm.items():
+        if not isinstance(shard, str) or Path(shard).is_absolute() or ".." in Path(shard).parts or not shard:
+            raise MissingWeightsError(f"{index}: weight_map[{key!r}] = {shard!r} is not a file inside {folder}")
+    return wm
 
 
 def reference_config(name: str) -> dict:
@@ -48,7 +66,7 @@ def _weight_files(folder: Path) -> list[str]:
     if not (folder / "config.json").exists():
         problems.append("config.json")
     if (folder / INDEX).exists():
-        shards = set(json.loads((folder / INDEX).read_text())["weight_map"].values())
+        shards = set(_weight_map(folder).values())
         problems += sorted(s for s in shards if not (folder / s).exists())
     elif not (folder / SINGLE).exists() and not list(folder.glob("*.safetensors")):
         problems.append("*.safetensors (only safetensors weights are read)")
@@ -114,8 +132,7 @@ class LoadReport:
 def _index(folder: Path) -> dict[str, Path]:
     """checkpoint key -> file holding it (reads only headers)."""
     if (folder / INDEX).exists():
-        wm = json.loads((folder / INDEX).read_text())["weight_map"]
-        return {k: folder / f for k, f in wm.items()}
+        return {k: folder / f for k, f in _weight_map(folder).items()}
     files = [folder / SINGLE] if (folder / SINGLE).exists() else sorted(folder.glob("*.safetensors"))
     out = {}
     for f in files:

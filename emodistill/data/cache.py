@@ -17,13 +17,11 @@ comes from the name, not the cache).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import fcntl
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ..contract import Preprocess
+from ..errors import InputError
 from ..utils import atomic_path, stable_hash, write_json_atomic
 from .names import Clip
 
@@ -87,15 +86,26 @@ def write_entry(path: Path, video: np.ndarray, audio: np.ndarray, info: dict) ->
                   metadata={"info": json.dumps(info, default=str)})
 
 
+class CacheEntryError(InputError, RuntimeError):
+    """A cache file that cannot be read (truncated, overwritten); the message names it."""
+
+
 def read_entry(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """-> video uint8 [T, S, S, 3], audio int16 [N] (divide by 32768 for [-1, 1) floats)."""
-    with safe_open(str(path), framework="np") as f:
-        return f.get_tensor("video"), f.get_tensor("audio")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return f.get_tensor("video"), f.get_tensor("audio")
+    except Exception as e:  # SafetensorError, OSError, missing tensor
+        raise CacheEntryError(f"corrupt preprocessed-cache entry {path} ({e}); delete it and run "
+                              "`emodistill data prepare` again to re-decode its clip") from None
 
 
 def read_info(path: str | os.PathLike) -> dict:
-    with safe_open(str(path), framework="np") as f:
-        return json.loads((f.metadata() or {}).get("info", "{}"))
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return json.loads((f.metadata() or {}).get("info", "{}"))
+    except Exception as e:  # SafetensorError, JSONDecodeError, OSError
+        raise CacheEntryError(f"corrupt preprocessed-cache entry {path} ({e})") from None
 
 
 @dataclass
@@ -156,6 +166,37 @@ def _build_lock(cache_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _cached_info(path: Path) -> dict | None:
+    """The info of a readable cache entry; None when absent. A corrupt entry (only this cache wrote it) is
+    removed so that its clip is decoded again."""
+    if not path.exists():
+        return None
+    try:
+        return read_info(path)
+    except CacheEntryError as e:
+        logger.warning("%s; decoding its clip again", e)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _remembered(path: Path, clip: Clip) -> str | None:
+    """The reason an earlier build could not use this content, in terms of *this* clip's files (the same
+    content may have been seen under another name); None when nothing is remembered or the note is unreadable."""
+    bad = _bad_path(path)
+    if not bad.exists():
+        return None
+    try:
+        note = json.loads(bad.read_text())
+        reason = str(note.get("reason", "?"))
+    except (ValueError, OSError, AttributeError):
+        bad.unlink(missing_ok=True)
+        return None
+    for old, new in ((note.get("video"), clip.video_path), (note.get("audio"), clip.audio_path)):
+        if old and new and old != new:
+            reason = reason.replace(str(old), str(new))
+    return reason
+
+
 def build_cache(clips: list[Clip], pre: Preprocess, cache_dir: str | os.PathLike, workers: int = 2,
                 progress: bool = True) -> CacheReport:
     """Make sure every clip is in the cache; decode the missing ones with `workers` processes
@@ -171,13 +212,13 @@ def build_cache(clips: list[Clip], pre: Preprocess, cache_dir: str | os.PathLike
                 report.skipped.append((clip.video_path, f"cannot read: {e}"))
                 continue
             path = entry_path(cache_dir, pre, key)
-            if path.exists():
+            info = _cached_info(path)
+            if info is not None:
                 report.entries.append(CacheEntry(key, str(path), clip))
                 report.hits += 1
-                for w in read_info(path).get("warnings", []):
+                for w in info.get("warnings", []):
                     report.warnings.append((clip.video_path, w))
-            elif _bad_path(path).exists():
-                reason = json.loads(_bad_path(path).read_text()).get("reason", "?")
+            elif (reason := _remembered(path, clip)) is not None:
                 report.skipped.append((clip.video_path, f"{reason} (remembered from an earlier build)"))
             else:
                 todo.append((clip, key, path))
@@ -201,42 +242,13 @@ def build_cache(clips: list[Clip], pre: Preprocess, cache_dir: str | os.PathLike
 
 
 def _run_jobs(todo, pre: Preprocess, workers: int, progress: bool) -> list[tuple[str, str | dict]]:
-    from tqdm.auto import tqdm
+    from .pool import map_isolated
 
     pre_json = pre.model_dump(mode="json")
-    args = [(c.video_path, c.audio_path, pre_json, str(p)) for c, _, p in todo]
-    results: list = [None] * len(args)
-    bar = tqdm(total=len(args), desc="decode clips", unit="clip", disable=not progress)
-    if workers <= 0:
-        for i, a in enumerate(args):
-            results[i] = _decode_job(*a)
-            bar.update()
-    else:
-        ctx = mp.get_context("forkserver")  # no fork of a parent that may hold torch/OpenMP threads
-        try:
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-                futs = {pool.submit(_decode_job, *a): i for i, a in enumerate(args)}
-                for fut in cf.as_completed(futs):
-                    with contextlib.suppress(cf.process.BrokenProcessPool):
-                        results[futs[fut]] = fut.result()
-                        bar.update()
-        except cf.process.BrokenProcessPool:
-            pass
-        # a worker that dies (e.g. a segfault inside a codec) breaks the whole pool: redo the unfinished
-        # clips one process each, so only the file that kills its process is blamed
-        pending = [i for i, r in enumerate(results) if r is None]
-        if pending:
-            logger.error("a decode worker died; retrying %d clips one process each", len(pending))
-        for i in pending:
-            try:
-                with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init) as pool:
-                    results[i] = pool.submit(_decode_job, *args[i]).result()
-            except cf.process.BrokenProcessPool:
-                results[i] = ("bad", "decode worker process crashed on this file")
-            bar.update()
-    bar.close()
-    return results
+    jobs = [(c.video_path, c.audio_path, pre_json, str(p)) for c, _, p in todo]
+    return map_isolated(_decode_job, jobs, workers, desc="decode clips", progress=progress, initializer=_worker_init,
+                        crashed=lambda job: ("bad", "decode worker process crashed on this file"))
 
 
 __all__ = ["CACHE_VERSION", "content_hash", "preprocess_hash", "clip_key", "default_cache_dir", "entry_path",
-           "write_entry", "read_entry", "read_info", "CacheEntry", "CacheReport", "build_cache"]
+           "write_entry", "read_entry", "read_info", "CacheEntryError", "CacheEntry", "CacheReport", "build_cache"]

@@ -11,9 +11,7 @@ How each problem is treated (the same way the cache build treats it):
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
-import multiprocessing as mp
 from collections import Counter
 
 import numpy as np
@@ -38,33 +36,11 @@ def inspect_clip(video_path: str, audio_path: str | None, num_frames: int, sampl
 
 
 def _inspect_all(clips: list[Clip], num_frames: int, workers: int, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
+    from .pool import map_isolated
 
-    out: list[dict | None] = [None] * len(clips)
-    bar = tqdm(total=len(clips), desc="check clips", unit="clip", disable=not progress)
-    if workers <= 0:
-        for i, c in enumerate(clips):
-            out[i] = inspect_clip(c.video_path, c.audio_path, num_frames)
-            bar.update()
-    else:
-        try:
-            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("forkserver")) as pool:
-                futs = {pool.submit(inspect_clip, c.video_path, c.audio_path, num_frames): i
-                        for i, c in enumerate(clips)}
-                for fut in cf.as_completed(futs):
-                    try:
-                        out[futs[fut]] = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        continue
-                    bar.update()
-        except cf.process.BrokenProcessPool:
-            pass
-        for i, r in enumerate(out):  # a worker that crashed: check the rest in this process
-            if r is None:
-                out[i] = inspect_clip(clips[i].video_path, clips[i].audio_path, num_frames)
-                bar.update()
-    bar.close()
-    return out  # type: ignore[return-value]
+    jobs = [(c.video_path, c.audio_path, num_frames) for c in clips]
+    return map_isolated(inspect_clip, jobs, workers, desc="check clips", progress=progress,
+                        crashed=lambda job: {"error": "decode worker process crashed on this file"})
 
 
 def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, split: str = "fixed", fold: int = 0,

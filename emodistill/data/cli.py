@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -12,23 +10,12 @@ FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def cmd_synth(args) -> int:
-    from .synth import GENERATOR_VERSION, generate
+    from .synth import generate
 
     out = Path(args.out)
-    manifest = out / "synth.json"
-    if manifest.exists():
-        old = json.loads(manifest.read_text())
-        same = (old.get("seed"), old.get("size"), old.get("actors"), old.get("version")) == \
-            (args.seed, args.size, args.actors or (6 if args.size == "small" else 24), GENERATOR_VERSION)
-        if not same and not args.overwrite:
-            raise ValueError(f"{out} holds a different synthetic set (seed {old.get('seed')}, size {old.get('size')}, "
-                             f"{old.get('actors')} actors); pass --overwrite or choose another --out")
-    if args.overwrite:
-        for d in out.glob("Actor_*"):
-            shutil.rmtree(d)
     t0 = time.perf_counter()
     m = generate(out, actors=args.actors, seed=args.seed, size=args.size, workers=args.workers,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, overwrite=args.overwrite)
     dt = time.perf_counter() - t0
     print(f"wrote {m['clips']} clips ({m['actors']} actors, {m['frame_size']}x{m['frame_size']} @ {m['fps']} fps, "
           f"{m['seconds']} s, H.264 + AAC) to {out} in {dt:.1f} s")
@@ -67,6 +54,12 @@ def cmd_prepare(args) -> int:
           f"{len(rep['skipped'])} skipped, {len(rep['warnings'])} warnings")
     for path, reason in rep["skipped"][:20]:
         print(f"  skipped {path}: {reason}")
+    if rep["bad_names"]:
+        print(f"{len(rep['bad_names'])} files with names that are not {cfg.format} names (not used):")
+        for path, reason in rep["bad_names"][:20]:
+            print(f"  {path}: {reason}")
+        if len(rep["bad_names"]) > 20:
+            print(f"  ... {len(rep['bad_names']) - 20} more (emodistill data check {cfg.root} --json FILE lists all)")
     return 0
 
 
@@ -87,7 +80,9 @@ def register(sub) -> None:
     s.add_argument("--size", choices=["small", "default"], default="default",
                    help="default: 60 speech clips per actor as in RAVDESS; small: 16 per actor (tests, seconds)")
     s.add_argument("--workers", type=int, default=2, help="processes (0 = in this process)")
-    s.add_argument("--overwrite", action="store_true", help="delete existing Actor_* folders in --out first")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a different synthetic set in --out: only the files synth wrote there (recorded with "
+                        "their sha256 in synth.json) are deleted or overwritten, never anything else")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
 
@@ -117,8 +112,7 @@ def register(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m emodistill.data.cli data ...`: the data commands without the other stages' imports."""
-    import sys
-
+    from ..errors import run_guarded
     from ..utils import setup_logging
 
     parser = argparse.ArgumentParser(prog="emodistill", formatter_class=FMT)
@@ -128,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_guarded(args.func, args)
 
 
 if __name__ == "__main__":

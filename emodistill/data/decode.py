@@ -11,7 +11,9 @@ Outcomes: a clip that cannot be used raises `DecodeError` with the reason (the c
   - fewer decoded frames than T -> frames repeated (nearest-frame sampling);
   - fewer frames decoded than the container declares (a truncated file with >= half its frames;
     less than half is an error).
-An empty audio file (0 samples) is an error, not zeros: a present-but-empty file is a broken file.
+An empty audio file (0 samples) is an error, not zeros: a present-but-empty file is a broken file; so is audio
+shorter than MIN_AUDIO_SECONDS (it would be zero-padded into a silent clip and flip predictions unnoticed), and
+audio covering less than half of the video is used with a warning. Frames larger than MAX_SIDE are refused.
 """
 
 from __future__ import annotations
@@ -25,15 +27,19 @@ import cv2
 import numpy as np
 
 from ..contract import Preprocess
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
 DETECT_FRAMES = 3        # frames the face detector looks at (boxes are combined by median)
 DETECT_WIDTH = 320       # frames are downscaled to this width for detection
 MIN_DECODED = 0.5        # a truncated file that still decodes is used if at least this share of frames is there
+MAX_SIDE = 8192          # larger frames are refused before decoding (one RGB frame of 8192^2 is 200 MB)
+MIN_AUDIO_SECONDS = 0.1  # less audio than this is no speech: an error, not a silently zero-padded clip
+SHORT_AUDIO_SHARE = 0.5  # audio covering less than this share of the video is used with a warning
 
 
-class DecodeError(RuntimeError):
+class DecodeError(InputError, RuntimeError):
     """A file that cannot be decoded into a clip (message says why)."""
 
 
@@ -45,7 +51,32 @@ def _open(path: str | os.PathLike):
     try:
         return av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise DecodeError(f"cannot open ({type(e).__name__}: {e})") from e
+        size = _y4m_size(path)  # FFmpeg refuses giant raw frames with a misleading errno (EBUSY)
+        if size and max(size) > MAX_SIDE:
+            raise DecodeError(f"frame size {size[0]}x{size[1]} exceeds the {MAX_SIDE}x{MAX_SIDE} this loader "
+                              "decodes; downscale the video first") from None
+        raise DecodeError(f"cannot open ({type(e).__name__}: {e})") from None
+
+
+def _y4m_size(path) -> tuple[int, int] | None:
+    """(width, height) from a YUV4MPEG2 header, else None."""
+    with open(path, "rb") as f:
+        head = f.read(256).split(b"\n", 1)[0].split()
+    if not head or head[0] != b"YUV4MPEG2":
+        return None
+    dims = {t[:1]: t[1:] for t in head[1:] if t[:1] in (b"W", b"H")}
+    try:
+        return int(dims[b"W"]), int(dims[b"H"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _estimated_count(container, stream) -> int:
+    """Frames implied by the container's duration (mkv/webm declare no frame count), 0 when unknown."""
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    if container.duration and rate:
+        return max(1, int(round(container.duration / av.time_base * rate)))
+    return 0
 
 
 def _frame_count(stream) -> int:
@@ -75,13 +106,18 @@ def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1) -> tu
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         info = {"width": stream.codec_context.width, "height": stream.codec_context.height, "fps": fps,
                 "declared_frames": declared, "codec": stream.codec_context.name}
-        # without a declared count every frame is kept (rare: raw streams); otherwise only the T wanted
-        wanted = set(_targets(declared, num_frames).tolist()) if declared else None
+        if max(info["width"], info["height"]) > MAX_SIDE:
+            raise DecodeError(f"frame size {info['width']}x{info['height']} exceeds the {MAX_SIDE}x{MAX_SIDE} "
+                              "this loader decodes; downscale the video first")
+        # only the T wanted frames are kept (memory does not grow with the clip): without a declared count
+        # (mkv, webm) they are guessed from the duration; frames the guess missed are read in a second pass
+        estimate = declared or _estimated_count(container, stream)
+        wanted = set(_targets(estimate, num_frames).tolist()) if estimate else set()
         kept: dict[int, np.ndarray] = {}
         count = 0
         try:
             for frame in container.decode(stream):
-                if wanted is None or count in wanted:
+                if count in wanted:
                     kept[count] = frame.to_ndarray(format="rgb24")
                 count += 1
         except av.FFmpegError as e:
@@ -209,22 +245,32 @@ def crop_box(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[tup
     if pre.face_crop == "haar":
         face = detect_face(frames)
         if face is not None:
-            x, y, bw, bh = face
-            return _square(x + bw / 2, y + bh / 2, max(bw, bh) * pre.crop_margin, w, h), True
+            return face_square(face, pre, w, h), True
         logger.debug("no face found in %s: centre crop", source or "clip")
     return _square(w / 2, h / 2, min(w, h), w, h), (False if pre.face_crop == "haar" else None)
 
 
-def crop_resize(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[np.ndarray, dict]:
-    """[T, H, W, 3] uint8 -> [T, S, S, 3] uint8 (S = pre.image_size), one box for all frames."""
-    (x0, y0, x1, y1), found = crop_box(frames, pre, source)
-    size = pre.image_size
-    out = np.empty((frames.shape[0], size, size, 3), np.uint8)
+def face_square(face: tuple[float, float, float, float], pre: Preprocess, w: int, h: int) -> tuple[int, int, int, int]:
+    """The square crop (x0, y0, x1, y1) around a detected face (x, y, w, h), enlarged by `pre.crop_margin`."""
+    x, y, bw, bh = face
+    return _square(x + bw / 2, y + bh / 2, max(bw, bh) * pre.crop_margin, w, h)
+
+
+def resize_crop(frames, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """T frames [H, W, 3] uint8 (array or list) -> [T, size, size, 3] uint8, all cut at `box` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    out = np.empty((len(frames), size, size, 3), np.uint8)
     for i, f in enumerate(frames):
         crop = f[y0:y1, x0:x1]
         interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
         out[i] = cv2.resize(crop, (size, size), interpolation=interp)
-    return out, {"crop_box": [x0, y0, x1, y1], "face_detected": found}
+    return out
+
+
+def crop_resize(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[np.ndarray, dict]:
+    """[T, H, W, 3] uint8 -> [T, S, S, 3] uint8 (S = pre.image_size), one box for all frames."""
+    box, found = crop_box(frames, pre, source)
+    return resize_crop(frames, box, pre.image_size), {"crop_box": list(box), "face_detected": found}
 
 
 def decode_sources(video_path: str | os.PathLike, audio_path: str | os.PathLike | None, num_frames: int,
@@ -240,6 +286,7 @@ def decode_sources(video_path: str | os.PathLike, audio_path: str | os.PathLike 
         raise DecodeError(f"{'audio file ' + str(audio_path) if audio_path else 'audio track'}: {e}") from e
     warnings.extend(ainfo.pop("warnings", []))
     info.update(ainfo)
+    _check_audio_length(info, warnings, audio_path or "audio track")
     if audio is None:
         if audio_path is not None:
             raise DecodeError(f"audio file {audio_path} has no audio stream")
@@ -250,6 +297,20 @@ def decode_sources(video_path: str | os.PathLike, audio_path: str | os.PathLike 
     info["duration"] = info["frames"] / info["fps"] if info.get("fps") else None
     info["warnings"] = warnings
     return frames, audio, info
+
+
+def _check_audio_length(info: dict, warnings: list[str], what) -> None:
+    """Near-empty audio is an error; audio much shorter than the video a warning (it is zero-padded)."""
+    seconds = info.get("audio_seconds")
+    if seconds is None:
+        return
+    video_s = info["frames"] / info["fps"] if info.get("fps") else None
+    if seconds < MIN_AUDIO_SECONDS:
+        raise DecodeError(f"{what}: only {seconds:.4f} s of audio ({MIN_AUDIO_SECONDS} s at least)"
+                          + (f" for a {video_s:.2f} s video" if video_s else "") + "; the audio is truncated or "
+                          "belongs to another clip")
+    if video_s and seconds < SHORT_AUDIO_SHARE * video_s:
+        warnings.append(f"audio covers {seconds:.2f} s of the {video_s:.2f} s video: the rest is silence")
 
 
 def load_clip(video_path: str | os.PathLike, audio_path: str | os.PathLike | None, pre: Preprocess,
@@ -272,4 +333,5 @@ def _is_video_only(path) -> bool:
 
 
 __all__ = ["DecodeError", "read_video", "read_audio", "decode_sources", "fit_audio", "detect_face", "crop_box", "crop_resize",
+           "face_square", "resize_crop",
            "load_clip"]

@@ -94,8 +94,13 @@ FORMATS = Registry("data format")
 register_format = FORMATS.register
 
 
+def _digits(s: str) -> bool:
+    """ASCII 0-9 only: str.isdigit() also accepts '²' or '١', which int() then refuses or reads differently."""
+    return s.isascii() and s.isdigit()
+
+
 def _code(value: str, what: str, allowed: dict[str, str] | range) -> str:
-    ok = (value in allowed) if isinstance(allowed, dict) else (value.isdigit() and len(value) == 2
+    ok = (value in allowed) if isinstance(allowed, dict) else (_digits(value) and len(value) == 2
                                                                  and int(value) in allowed)
     if not ok:
         shown = ", ".join(f"{k}={v}" for k, v in allowed.items()) if isinstance(allowed, dict) else \
@@ -138,7 +143,7 @@ class RavdessFormat(DataFormat):
         if modality != "audio" and ext not in VIDEO_EXTS:
             raise NameParseError(f"modality {mm} ({modality}) needs a video file {VIDEO_EXTS}, got {ext!r}")
         folder = p.parent.name
-        if folder.lower().startswith("actor_") and folder[6:].isdigit() and int(folder[6:]) != actor:
+        if folder.lower().startswith("actor_") and _digits(folder[6:]) and int(folder[6:]) != actor:
             raise NameParseError(f"actor code {aa} does not match its folder {folder!r}")
         return ClipName(path=str(p), format=self.name, clip_id=f"{vv}-{ee}-{ii}-{ss}-{rr}-{aa}",
                         label=int(ee) - 1, emotion=emotion, actor=actor, modality=modality,
@@ -163,7 +168,7 @@ class CremadFormat(DataFormat):
         if len(parts) != 4:
             raise NameParseError(f"expected 4 underscore-separated fields AAAA_SSS_EEE_LL, got {len(parts)} in {p.stem!r}")
         aa, ss, ee, ll = parts
-        if not (aa.isdigit() and len(aa) == 4 and 1001 <= int(aa) <= 1091):
+        if not (_digits(aa) and len(aa) == 4 and 1001 <= int(aa) <= 1091):
             raise NameParseError(f"actor {aa!r} is not 1001..1091")
         _code(ss, "sentence", self.SENTENCES)
         emotion = self.EMOTION[_code(ee, "emotion", self.EMOTION)]

@@ -17,8 +17,11 @@ not RAVDESS results.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ import cv2
 import numpy as np
 
 from ..contract import RAVDESS_CLASSES
-from ..utils import atomic_path, write_json_atomic
+from ..utils import atomic_path, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +335,48 @@ def clip_specs(actors: int, size: str) -> list[tuple[int, int, str, str, str]]:
     return specs
 
 
+def clip_relpath(spec: tuple[int, int, str, str, str]) -> str:
+    actor, emo, inten, stmt, rep = spec
+    return f"Actor_{actor:02d}/{ravdess_name(emo, inten, stmt, rep, actor)}"
+
+
+MANIFEST = "synth.json"
+_SYNTH_NAME = re.compile(r"Actor_\d\d/01-01-0\d-0\d-0\d-0\d-\d\d\.mp4")
+
+
+def _owned(out: Path, old: dict | None) -> dict[str, str | None]:
+    """{relative path: sha256} of the files an earlier `synth` run wrote under `out` that still hold what it
+    wrote (sha256 None: written by a run that was interrupted, or by a manifest from before files were recorded,
+    whose file list follows from its parameters)."""
+    if old is None:
+        return {}
+    if "files" in old:
+        files = dict(old["files"]) if isinstance(old["files"], dict) else {}
+        odd = [rel for rel in files if not _SYNTH_NAME.fullmatch(str(rel))]
+        if odd:  # a path from JSON is never followed outside the names synth writes ("../x", "/x")
+            raise ValueError(f"{out / MANIFEST} lists {odd[0]!r}, which is not a file synth writes; the manifest "
+                             "was edited: move it away or choose another --out")
+    else:
+        files = {clip_relpath(s): None for s in clip_specs(int(old.get("actors") or 0), old.get("size", "default"))}
+    return {rel: sha for rel, sha in files.items()
+            if (out / rel).is_file() and (sha is None or sha256_file(out / rel) == sha)}
+
+
+def plan_outputs(out: Path, specs: list, old: dict | None, overwrite: bool) -> tuple[dict, list[str]]:
+    """(files this run may replace, stale files of the previous set to delete). Raises FileExistsError when a
+    target exists that synth did not write: it never overwrites or deletes a file it did not write."""
+    owned = _owned(out, old)
+    targets = [clip_relpath(s) for s in specs]
+    foreign = [t for t in targets if (out / t).exists() and t not in owned]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise FileExistsError(f"{out / foreign[0]}{more} exists and was not written by `emodistill data synth` "
+                              f"(not recorded in {out / MANIFEST}, or changed since); synth never overwrites files it "
+                              "did not write: move them away or choose another --out")
+    stale = sorted(set(owned) - set(targets)) if overwrite else []
+    return owned, stale
+
+
 def make_clip(out: str, seed: int, spec: tuple[int, int, str, str, str]) -> str:
     """Render, synthesise and encode one clip; returns its path. Deterministic in (seed, spec)."""
     actor, emo, inten, stmt, rep = spec
@@ -341,7 +386,7 @@ def make_clip(out: str, seed: int, spec: tuple[int, int, str, str, str]) -> str:
     emotion = RAVDESS_CLASSES[emo - 1]
     frames = render_video(ident, emotion, inten, onset, rng)
     audio = render_audio(ident, emotion, inten, stmt, onset, rng)
-    path = Path(out) / f"Actor_{actor:02d}" / ravdess_name(emo, inten, stmt, rep, actor)
+    path = Path(out) / clip_relpath(spec)
     with atomic_path(path) as tmp:
         encode_mp4(tmp, frames, audio)
     return str(path)
@@ -352,9 +397,24 @@ def _job(args):
     return make_clip(*args)
 
 
+def read_manifest(out: Path) -> dict | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: unreadable synth manifest ({e}); move it away or choose another --out") from None
+    if not isinstance(old, dict) or old.get("generator", "emodistill.data.synth") != "emodistill.data.synth":
+        raise ValueError(f"{path} was not written by `emodistill data synth`; choose another --out")
+    return old
+
+
 def generate(out: str | os.PathLike, actors: int | None = None, seed: int = 0, size: str = "default",
-             workers: int = 2, progress: bool = True) -> dict:
-    """Write the synthetic set under `out`; returns the manifest (also written to out/synth.json)."""
+             workers: int = 2, progress: bool = True, overwrite: bool = False) -> dict:
+    """Write the synthetic set under `out`; returns the manifest (also written to out/synth.json, with the
+    sha256 of every file written). Files synth did not write are never overwritten or deleted; `overwrite`
+    replaces a different set written by synth before (its stale files are deleted)."""
     from tqdm.auto import tqdm
 
     if size not in ("small", "default"):
@@ -363,8 +423,25 @@ def generate(out: str | os.PathLike, actors: int | None = None, seed: int = 0, s
     if not 3 <= actors <= 24:
         raise ValueError(f"--actors must be in 3..24 (RAVDESS actor codes 01..24), got {actors}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     specs = clip_specs(actors, size)
+    old = read_manifest(out)
+    if old is not None and not overwrite and (old.get("seed"), old.get("size"), old.get("actors"),
+                                              old.get("version")) != (seed, size, actors, GENERATOR_VERSION):
+        raise FileExistsError(f"{out} holds a different synthetic set (seed {old.get('seed')}, size "
+                              f"{old.get('size')}, {old.get('actors')} actors); pass --overwrite to replace it "
+                              "(only files synth wrote are touched) or choose another --out")
+    owned, stale = plan_outputs(out, specs, old, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for rel in stale:  # the previous set's own files, verified by their recorded sha256
+        (out / rel).unlink()
+        with contextlib.suppress(OSError):  # its Actor_ folder, if synth's files were all it held
+            (out / rel).parent.rmdir()
+    # recorded before writing: an interrupted run's files are still known to be synth's (sha256 None)
+    pending = {**{rel: sha for rel, sha in owned.items() if rel not in stale},
+               **{clip_relpath(s): None for s in specs}}
+    params = {"generator": "emodistill.data.synth", "version": GENERATOR_VERSION, "seed": seed, "size": size,
+              "actors": actors}
+    write_json_atomic(out / MANIFEST, {**params, "complete": False, "files": pending})
     jobs = [(str(out), seed, s) for s in specs]
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="synth clips", unit="clip", disable=not progress)
@@ -380,14 +457,14 @@ def generate(out: str | os.PathLike, actors: int | None = None, seed: int = 0, s
                 bar.update()
     bar.close()
     counts = {c: sum(1 for s in specs if s[1] == i + 1) for i, c in enumerate(RAVDESS_CLASSES)}
-    manifest = {"generator": "emodistill.data.synth", "version": GENERATOR_VERSION, "seed": seed, "size": size,
-                "actors": actors, "clips": len(specs), "per_class": counts, "frame_size": SIZE, "fps": FPS,
+    manifest = {**params, "clips": len(specs), "per_class": counts, "frame_size": SIZE, "fps": FPS,
                 "seconds": SECONDS, "sample_rate": SAMPLE_RATE, "cues": CUES,
-                "note": "synthetic data; results on it are not RAVDESS results"}
-    write_json_atomic(out / "synth.json", manifest)
+                "note": "synthetic data; results on it are not RAVDESS results", "complete": True,
+                "files": {clip_relpath(s): sha256_file(out / clip_relpath(s)) for s in specs}}
+    write_json_atomic(out / MANIFEST, manifest)
     logger.info("wrote %d clips to %s in %.1f s", len(specs), out, time.perf_counter() - t0)
     return manifest
 
 
 __all__ = ["generate", "make_clip", "clip_specs", "actor_identity", "render_video", "render_audio", "encode_mp4",
-           "ravdess_name", "CUES", "VIDEO", "AUDIO", "GENERATOR_VERSION"]
+           "ravdess_name", "clip_relpath", "plan_outputs", "read_manifest", "CUES", "VIDEO", "AUDIO", "GENERATOR_VERSION"]

@@ -1,16 +1,23 @@
 """A reduced demo (small synthetic set, 1 epoch per stage) from nothing to the comparison report."""
 
+import importlib.util
 import json
 import math
 
 from emodistill.demo import run_demo
 
+HAS_TRT_RTX = importlib.util.find_spec("tensorrt_rtx") is not None  # a default dependency (x86-64 wheels)
+
 
 def test_reduced_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    report = run_demo(out, size="small", epochs=1, tensorrt=False)
+    report = run_demo(out, size="small", epochs=1)
     roles = {e["role"] for e in report["models"]}
     assert {"teacher", "student_kd", "student_ce", "onnx_fp32", "onnx_int8"} <= roles
+    if HAS_TRT_RTX:  # the demo budget names int8: an SM86 engine built here, its VRAM compiled by TensorRT
+        assert (out / "export" / "tensorrt_int8" / "model.engine").stat().st_size > 0
+        (engine,) = [e for e in report["models"] if e["role"] == "tensorrt_int8"]
+        assert engine["rtx3050"]["labels"]["vram_mb"] == "compiled" and engine["compiled_memory"]["weights_mb"] > 0
     n_classes = len(report["data"]["class_names"])
     for e in report["models"]:
         m = e["metrics"]
@@ -40,5 +47,5 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert json.loads((rep / "report.json").read_text())["summary"] == s
 
     # a rerun skips every stage (cheap), and still returns the same report
-    again = run_demo(out, size="small", epochs=1, tensorrt=False)
+    again = run_demo(out, size="small", epochs=1)
     assert again["summary"] == s

@@ -68,7 +68,7 @@ def test_mismatched_contract_is_rejected(exported, tmp_path, capsys):
     bad = _copy_with_sidecar(onnx_path, tmp_path / "frames", sixteen_frames)
     with pytest.raises(ContractError, match=r"video input: model takes \[8, 3, 64, 64\].*\[16, 3, 64, 64\]"):
         Predictor(bad)
-    assert main(["predict", clip, "--model", str(bad)]) == 3
+    assert main(["predict", clip, "--model", str(bad)]) == 2  # input error (3 is over budget)
     assert "does not match its sidecar" in capsys.readouterr().err
 
     def other_export(side):
@@ -89,3 +89,17 @@ def test_missing_sidecar_is_an_error(exported, tmp_path):
     shutil.copy(onnx_path, tmp_path / "lonely.onnx")
     with pytest.raises(ContractError, match="no sidecar"):
         Predictor(tmp_path / "lonely.onnx")
+
+
+def test_onnx_missing_modality_path_matches_checkpoint(exported):
+    """The export's optional `modality_mask` input (default: both present) is the student's missing-modality path."""
+    clip, ckpt, onnx_path = exported
+    by_ckpt, by_onnx = Predictor(ckpt), Predictor(onnx_path)
+    assert by_ckpt.supports_mask and by_onnx.supports_mask
+    video, audio = by_onnx.load(clip)
+    np.testing.assert_allclose(by_onnx.probs(video, audio, np.ones((1, 2), np.float32)),
+                               by_onnx.probs(video, audio), atol=1e-6)
+    for mask in ([[1.0, 0.0]], [[0.0, 1.0]]):
+        m = np.array(mask, np.float32)
+        np.testing.assert_allclose(by_ckpt.probs(video, audio, m), by_onnx.probs(video, audio, m), atol=1e-4)
+        assert np.abs(by_onnx.probs(video, audio, m) - by_onnx.probs(video, audio)).max() > 1e-4

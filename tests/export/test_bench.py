@@ -13,7 +13,7 @@ def args_for(tmp_path, *extra):
     p = argparse.ArgumentParser()
     add_bench_arguments(p)
     return p.parse_args(["--out", str(tmp_path), "--teacher", "toy-teacher", "--student", "toy-student",
-                         "--seconds", "0.05", "--batch-sizes", "1", "4", "--calib-samples", "8", *extra])
+                         "--seconds", "0.05", "--batch-sizes", "1", "4", "--calib-samples", "8", "--no-pipeline", *extra])
 
 
 def test_bench_writes_json_and_markdown_for_teacher_and_student(tmp_path, capsys):
@@ -57,3 +57,19 @@ def test_time_callable_runs_long_enough():
     calls = []
     t = time_callable(lambda: calls.append(1), seconds=0.05, warmup=2, min_runs=5)
     assert t["runs"] >= 5 and len(calls) == t["runs"] + 2 and t["p50_ms"] <= t["p95_ms"]
+
+
+def test_pipeline_row_times_every_stage_of_the_student(tmp_path, capsys):
+    from emodistill.data.synth import clip_specs, make_clip
+
+    torch.manual_seed(0)
+    video = make_clip(str(tmp_path / "clips"), 0, clip_specs(1, "small")[0])
+    args = args_for(tmp_path, "--no-int8", "--batch-sizes", "1")
+    args.teacher, args.no_pipeline, args.pipeline_video = None, False, video
+    args.loaded = {"student": (ToyAV(dim=16), TOY_PREPROCESS)}
+    assert run_bench(args) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["models"][0]["rows"]
+    row = next(r for r in rows if r["runtime"] == "pipeline-onnxruntime-fp32-cpu")
+    assert row["runs"] >= 1 and 0 < row["p50_ms"] <= row["p95_ms"] and row["realtime_factor"] > 0
+    assert {"decode", "face", "preprocess", "audio", "model", "host"} <= set(row["stages"])
+    assert "Pipeline row" in (tmp_path / "bench.md").read_text()

@@ -16,7 +16,7 @@ def make_profile(**est) -> HardwareProfile:
                                 "base_clock_mhz": 1000, "boost_clock_mhz": CLK, "memory_gb": 8,
                                 "memory_bus_bits": 128, "memory_data_rate_gbps": BW / 16, "pcie_gbs": 16.0},
         "estimator": {"eff_tensor": 0.5, "eff_cuda": 0.25, "eff_mem": 0.8, "kernel_overhead_us": 5.0,
-                      "inference_overhead_us": 20.0, "jitter_p95": 1.25, "pcie_eff": 0.5, **est},
+                      "inference_overhead_us": 20.0, "jitter_p95": 1.25, "pcie_eff": 0.5, "gemm_tile": 0, **est},
         "vram": {"cuda_context_mb": 100, "workspace_mb": 10, "activation_overhead": 1.0}})
 
 

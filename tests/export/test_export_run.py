@@ -52,7 +52,7 @@ def test_fp32_export_sidecar_and_budget_pass(xs_checkpoint, tmp_path, capsys):
     assert "ESTIMATED" in printed and "PASS" in printed and "parity vs PyTorch fp32" in printed
     # a second run refuses to overwrite
     rc = export_main(["--checkpoint", str(xs_checkpoint), "--out", str(out), *FAST])
-    assert rc == 1 and "refusing to overwrite" in capsys.readouterr().err
+    assert rc == 2 and "refusing to overwrite" in capsys.readouterr().err
 
 
 def test_int8_export_exceeding_the_budget_exits_3_with_a_table(xs_checkpoint, tmp_path, capsys):
@@ -77,7 +77,7 @@ def test_int8_export_exceeding_the_budget_exits_3_with_a_table(xs_checkpoint, tm
 def test_budget_precision_mismatch_and_force(xs_checkpoint, tmp_path, capsys):
     rc = export_main(["--checkpoint", str(xs_checkpoint), "--precision", "fp32",
                    "--budget", "rtx3050-laptop-4gb-realtime", "--out", str(tmp_path / "x")])
-    assert rc == 1 and "is for int8" in capsys.readouterr().err
+    assert rc == 2 and "is for int8" in capsys.readouterr().err
     from export.run import _prepare_out
 
     (tmp_path / "y").mkdir()
@@ -85,7 +85,7 @@ def test_budget_precision_mismatch_and_force(xs_checkpoint, tmp_path, capsys):
     with pytest.raises(FileExistsError):
         _prepare_out(tmp_path / "y", force=False)
     _prepare_out(tmp_path / "y", force=True)
-    assert not (tmp_path / "y" / "model.json").exists()
+    assert (tmp_path / "y" / "model.json").exists()  # --force replaces only once the new export is complete
 
 
 def test_run_py_and_cli_registration(capsys):

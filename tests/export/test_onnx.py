@@ -29,7 +29,9 @@ def test_single_file_opset18_dynamic_batch(toy_fp32):
     m = onnx.load(str(path))
     assert any(o.domain in ("", "ai.onnx") and o.version == 18 for o in m.opset_import)
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
-    assert dims == {"video": ["batch", 4, 3, 32, 32], "audio": ["batch", 8000]}
+    # modality_mask: optional (an initializer of ones [1, 2] by the same name), for the missing-modality path
+    assert dims == {"video": ["batch", 4, 3, 32, 32], "audio": ["batch", 8000], "modality_mask": ["mask_batch", 2]}
+    assert [i.name for i in m.graph.initializer if i.name == "modality_mask"] == ["modality_mask"]
     assert [o.name for o in m.graph.output] == ["logits"]
     assert info["opset"] == 18 and not info["external_data"]
     # no per-node stack traces (they would make the bytes depend on the checkout's path)

@@ -84,7 +84,7 @@ def test_cli_synth_then_check(tmp_path, capsys):
     assert r["clips_ok"] == 48 and r["sample_rates"] == {"16000 Hz x1": 48}
     # a different synthetic set into the same folder is refused without --overwrite
     assert main(["data", "synth", "--out", str(out), "--size", "small", "--actors", "3", "--seed", "1",
-                 "--workers", "0", "--no-progress"]) == 1
+                 "--workers", "0", "--no-progress"]) == 2  # input error (emodistill.errors); nothing written
 
 
 def test_cli_check_strict_and_empty(messy, tmp_path, capsys):

@@ -1,0 +1,157 @@
+"""Prepared GPU check: measured PyTorch latency and peak memory of the student presets next to the estimate.
+
+    python -m export.gpu_check                      # on a CUDA machine (profile picked from the GPU's name)
+    python -m export.gpu_check --profile h200-sxm --out gpu_check.json
+    scripts/gpu_check.sh                            # the same, with the thread settings of this repo
+
+For student_xs and student_s (random weights: latency does not depend on them): PyTorch eager and `torch.compile`,
+FP16 (norms and the log-mel front end kept fp32, as in the exports) and BF16 (whole model), batch 1 and 16;
+CUDA events around each call (inputs already on the GPU), a warm-up, then median and p95 over at least `--seconds`;
+peak memory = `torch.cuda.max_memory_allocated` during that configuration (the caching allocator's view: weights,
+activations and workspaces, not the CUDA context). Each row is printed next to the roofline estimate
+(export/estimate.py) for the same batch on the GPU's hardware profile (FP16 figures; BF16 runs at the FP16 tensor
+rate on Ampere and later). Without a CUDA GPU it prints the estimates only and says so. About 3-5 minutes on one GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRESETS = ("student_xs", "student_s")
+BATCHES = (1, 16)
+DTYPES = ("fp16", "bf16")
+MODES = ("eager", "compile")
+# substring of torch.cuda.get_device_name() -> hardware profile
+KNOWN = (("H200", "h200-sxm"), ("3050 Laptop", "rtx3050-laptop-4gb"), ("3050", "rtx3050-desktop-8gb"),
+         ("Xavier", "jetson-agx-xavier"))
+
+
+def pick_profile(name: str | None) -> str:
+    if name:
+        return name
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name()
+        for key, prof in KNOWN:
+            if key in dev:
+                return prof
+        raise ValueError(f"no hardware profile known for {dev!r}; pass --profile (configs/hardware/)")
+    return "h200-sxm"
+
+
+def compute_model(model: torch.nn.Module, dtype: str) -> tuple[torch.nn.Module, torch.dtype]:
+    from .onnx import half_model
+
+    if dtype == "fp16":
+        return half_model(model)[0], torch.float16
+    return copy.deepcopy(model).to(torch.bfloat16).eval(), torch.bfloat16
+
+
+def predicted(model: torch.nn.Module, dims, batch: int, profile) -> dict:
+    """Roofline estimate at fp16 for `batch` on `profile` (inputs already on the GPU: no upload)."""
+    from .estimate import count_costs, estimate
+    from .onnx import ExportWrapper, random_inputs
+
+    m, dt = compute_model(model, "fp16")
+    trace = count_costs(ExportWrapper(m, dt), random_inputs(dims, batch), "fp16", input_dtype=torch.float32)
+    est = estimate(trace, profile, include_transfer=False)
+    return {"p50_ms": est.p50_ms, "model_mb": est.weights_mb + est.activations_mb + est.io_mb, "kernels": est.kernels}
+
+
+def measure(wrapper: torch.nn.Module, dims, batch: int, seconds: float) -> dict:
+    from .budget import cuda_timing
+    from .onnx import random_inputs
+
+    video, audio = (x.cuda() for x in random_inputs(dims, batch))
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        wrapper(video, audio)  # first call: compilation for torch.compile
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - t0
+    with torch.no_grad():
+        timing = cuda_timing(lambda: wrapper(video, audio), seconds=seconds, warmup_s=min(1.0, seconds))
+    return {**timing, "first_call_s": first_s, "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def run(profile_name: str | None, seconds: float, presets=PRESETS) -> dict:
+    from .onnx import Dims, ExportWrapper
+    from .perf import preset_model
+    from .profiles import load_profile
+
+    profile = load_profile(pick_profile(profile_name))
+    gpu = torch.cuda.is_available()
+    rows = []
+    for name in presets:
+        model, pre = preset_model(name)
+        dims = Dims.from_preprocess(pre)
+        for batch in BATCHES:
+            est = predicted(model, dims, batch, profile)
+            for dtype in DTYPES:
+                for mode in MODES:
+                    row = {"model": name, "dtype": dtype, "mode": mode, "batch": batch,
+                           "predicted_p50_ms": est["p50_ms"], "predicted_model_mb": est["model_mb"]}
+                    if gpu:
+                        m, dt = compute_model(model, dtype)
+                        wrapper = ExportWrapper(m, dt).cuda().eval()
+                        if mode == "compile":
+                            torch._dynamo.reset()
+                            wrapper = torch.compile(wrapper)
+                        try:
+                            row |= measure(wrapper, dims, batch, seconds)
+                        except Exception as e:  # one failing configuration must not lose the others
+                            row["error"] = f"{type(e).__name__}: {e}"
+                            logger.warning("%s %s %s b%d failed: %s", name, dtype, mode, batch, e)
+                        del wrapper
+                        torch.cuda.empty_cache()
+                    rows.append(row)
+                    logger.info("%s", row)
+    return {"profile": profile.name, "device": torch.cuda.get_device_name() if gpu else None, "gpu": gpu,
+            "torch": torch.__version__, "seconds_per_config": seconds, "rows": rows}
+
+
+def render(result: dict) -> str:
+    head = (f"device: {result['device'] or 'no CUDA GPU - estimates only'}; profile {result['profile']}; "
+            f"torch {result['torch']}")
+    lines = [head, f"{'model':<11} {'dtype':<5} {'mode':<8} {'batch':>5} {'p50 ms':>8} {'p95 ms':>8} "
+                   f"{'peak MB':>8} {'est p50':>8} {'meas/est':>8}"]
+    for r in result["rows"]:
+        if "p50_ms" in r:
+            meas = f"{r['p50_ms']:>8.3f} {r['p95_ms']:>8.3f} {r['peak_mb']:>8.1f}"
+            ratio = f"{r['p50_ms'] / r['predicted_p50_ms']:>8.2f}"
+        else:
+            meas, ratio = f"{r.get('error', '-')[:26]:>26}", f"{'-':>8}"
+        lines.append(f"{r['model']:<11} {r['dtype']:<5} {r['mode']:<8} {r['batch']:>5} {meas} "
+                     f"{r['predicted_p50_ms']:>8.3f} {ratio}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.gpu_check", description=__doc__.split("\n")[0])
+    p.add_argument("--profile", default=None, help="hardware profile for the estimate (default: from the GPU name)")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per configuration (after warm-up)")
+    p.add_argument("--presets", nargs="+", default=list(PRESETS), help="student presets to check")
+    p.add_argument("--out", default=None, help="also write the figures as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not torch.cuda.is_available():
+        print("no CUDA GPU is visible: printing the estimates only (run this on the GPU to measure)", file=sys.stderr)
+    result = run(args.profile, args.seconds, args.presets)
+    print(render(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Prepared GPU check (issue 15): PyTorch eager vs torch.compile, FP16/BF16, batch 1 and 16, CUDA events, peak memory,
+# for student_xs and student_s, next to the roofline estimate of the GPU's hardware profile. About 3-5 minutes.
+#   scripts/gpu_check.sh                          # profile from the GPU's name; writes gpu_check.json
+#   scripts/gpu_check.sh --profile h200-sxm --seconds 3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA GPU visible (nvidia-smi?)')"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true
+exec python -m export.gpu_check --out gpu_check.json "$@"
