@@ -69,8 +69,14 @@ class DistillSection(BaseConfig):
     teacher_view: Literal["same", "clean"] = Field(
         "same", description="what the teacher sees: the student's augmented view, or the clean clip (one cached "
         "output per clip; the student learns to map every view to the teacher's clean-clip output)")
-    label_fraction: float = Field(1.0, ge=0, le=1, description="fraction of train clips that keep their label; "
-                                  "the rest are an unlabeled transfer set (label -1: only the teacher teaches)")
+    label_fraction: float = Field(1.0, ge=0, le=1, description="semi-supervised regime: the fraction of train clips "
+                                  "that keep their label (class-stratified, chosen by seed). KD arm: the rest are "
+                                  "unlabelled transfer clips (label -1: only the teacher teaches); CE-only arm: "
+                                  "trains on the labelled clips alone and never loads the rest")
+    baseline_steps: Literal["epochs", "matched"] = Field(
+        "epochs", description="CE-only arm with label_fraction < 1: `epochs` = train.epochs passes over its labelled "
+        "clips (fewer optimiser steps than the KD arm); `matched` = the labelled clips repeated so each epoch has "
+        "as many steps as the KD arm's")
 
 
 class TrainSection(BaseConfig):

@@ -175,6 +175,39 @@ class UnimodalCE(nn.Module):
                            IGNORE_LABEL)
 
 
+@register_loss(name="unimodal_kd")
+class UnimodalKD(nn.Module):
+    """KD of the teacher's fused logits into the student's audio-only and video-only heads (`audio_logits`,
+    `visual_logits` [B,C], `unimodal_heads=True`): mean over the two heads of `kd_loss` at temperature T, each
+    over the clips that have that modality (`batch["modality_mask"]` [B,2]).
+
+    The teacher-side twin of `unimodal`: with few labels (semi-supervised regime) the label-only heads see only
+    the labelled clips, so a branch (typically video, which learns slower) gets little direct signal; this term
+    gives each branch the teacher's targets on every clip, unlabelled ones included. Needs the teacher, so the
+    CE-only baseline drops it.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"unimodal_kd temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, student_out: dict, teacher_out: dict | None, batch: dict) -> torch.Tensor:
+        if "audio_logits" not in student_out:
+            raise KeyError("loss 'unimodal_kd' needs a student with unimodal heads "
+                           "(set student.overrides.unimodal_heads=true, or disable the term)")
+        t = teacher_logits(_need_teacher("unimodal_kd", teacher_out), student_out["logits"].shape[-1])
+        mask = batch.get("modality_mask")
+        total = t.new_zeros(())
+        for col, key in ((0, "audio_logits"), (1, "visual_logits")):
+            rows = mask[:, col].bool() if mask is not None else None
+            total = total + kd_loss(student_out[key], t, self.temperature, rows)
+        return total / 2
+
+
 @register_loss(name="kd")
 class LogitKD(nn.Module):
     """KL(teacher || student) on logits [B,C] at temperature T, scaled by T^2 (see `kd_loss`).
@@ -343,5 +376,5 @@ class WeightSchedule:
 
 
 __all__ = ["LOSSES", "register_loss", "create_loss", "needs_teacher", "IGNORE_LABEL", "teacher_logits", "kd_loss", "dkd_loss",
-           "rkd_loss", "CrossEntropy", "UnimodalCE", "LogitKD", "DecoupledKD", "FeatureDistill", "RelationalKD",
+           "rkd_loss", "CrossEntropy", "UnimodalCE", "UnimodalKD", "LogitKD", "DecoupledKD", "FeatureDistill", "RelationalKD",
            "WeightSchedule"]

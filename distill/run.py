@@ -47,7 +47,8 @@ from emodistill.utils import (atomic_path, check_run_folder, finish_distributed,
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
 from distill.config import DistillConfig
 from distill.core import Distiller, LossTerm, av_inputs_full
-from distill.data import CLEAN_VIEW, CleanTeacherView, EpochShuffle, PartiallyLabeled, build_data, clean_teacher_inputs
+from distill.data import (CLEAN_VIEW, CleanTeacherView, EpochShuffle, build_data, clean_teacher_inputs,
+                          semi_supervised)
 from distill.losses import WeightSchedule, create_loss, needs_teacher
 from distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
 
@@ -271,8 +272,14 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
         del teacher
         gc.collect()
     train_items = CleanTeacherView(train_ds) if live_clean else train_ds
-    if cfg.distill.label_fraction < 1.0:
-        train_items = PartiallyLabeled(train_items, cfg.distill.label_fraction, cfg.seed)
+    # semi-supervised regime: the KD arm gets every clip (the unlabelled ones with teacher targets only), the
+    # CE-only arm the labelled clips alone
+    train_items, regime = semi_supervised(train_items, train_ds, cfg.distill.label_fraction, cfg.seed,
+                                          with_teacher=with_teacher,
+                                          matched_steps=cfg.distill.baseline_steps == "matched")
+    logger.info("regime: %d labelled + %d unlabelled train clips (label fraction %g)%s", regime["labelled_clips"],
+                regime["unlabelled_clips"], regime["label_fraction"],
+                f", labelled clips x{regime['repeats']} per epoch" if regime["repeats"] > 1 else "")
 
     sampler = EpochShuffle(len(train_items), cfg.seed)
     # a private generator: DataLoader iterators must not consume the global RNG (exact resume)
@@ -384,6 +391,7 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
             if main:
                 save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names,
                                 extra={"distill": {"epoch": epoch + 1, "val": val, "teacher": cfg.teacher.checkpoint,
+                                                   "kd": with_teacher, "regime": regime,
                                                    "teacher_sha256": teacher_hash, "config": cfg.model_dump(mode="json")}})
                 heads = {k: v.detach().cpu().contiguous() for k, v in core.criteria.state_dict().items()}
                 if heads:  # projectors: trained with the student, kept beside it, never exported
@@ -414,7 +422,7 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
             results[name] = evaluate(core.student, loader, num_classes, accelerator, missing=missing)
     history = book["history"]
     metrics = {"student": cfg.student.name, "teacher": cfg.teacher.checkpoint or cfg.teacher.name,
-               "kd": cfg.distill.kd, "seed": cfg.seed, "best_epoch": book["best_epoch"],
+               "kd": cfg.distill.kd, "seed": cfg.seed, "regime": regime, "best_epoch": book["best_epoch"],
                "selected_on": f"val_{tc.metric}", **results, "teacher_metrics": teacher_metrics,
                "history": history, "epoch_seconds": [r["epoch_seconds"] for r in history],
                "train_seconds": train_seconds, "cache": cache_info, "student_parameters": n_student,

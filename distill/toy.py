@@ -64,6 +64,13 @@ class ToyClips(Dataset):
             return 0
         return _seed(self.cfg.seed, "view", epoch, i) % self.cfg.num_views
 
+    @property
+    def labels(self) -> list[int]:
+        """Every item's label without building it (the first draw of the item's generator, as in `load`)."""
+        return [int(torch.randint(self.cfg.num_classes, (1,),
+                                  generator=torch.Generator().manual_seed(_seed(self.cfg.seed, self.split, i))))
+                for i in range(self.n)]
+
     def key_of(self, i: int) -> str:
         return f"{self.split}-{self.cfg.seed}-{i}"
 

@@ -180,6 +180,16 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
+def _regime(teacher: str, student: str, baseline: str | None) -> dict:
+    """How many labelled / unlabelled train clips each model learned from (from the checkpoints' metadata)."""
+    t_meta = read_meta(teacher)
+    out = {"teacher": {"labelled_clips": t_meta.get("train_clips"), "unlabelled_clips": 0}}
+    for role, ckpt in (("student_kd", student), ("student_ce", baseline)):
+        if ckpt:
+            out[role] = (read_meta(ckpt).get("distill") or {}).get("regime")
+    return out
+
+
 def _check_inputs(checkpoints: list[str], onnx_files) -> None:
     """Every model file readable before the data is decoded (an error names the file)."""
     import onnx as onnx_lib
@@ -197,8 +207,9 @@ def _check_inputs(checkpoints: list[str], onnx_files) -> None:
 
 def collect(teacher: str, student: str, data: str, baseline: str | None = None, onnx: list[str] = (),
             split: str = "test", budget: str = "rtx3050-laptop-4gb", repeats: int = 20, batch_size: int = 16,
-            data_split: str = "fixed", fold: int = 0, engines: list[str] = ()) -> dict:
-    """Evaluate every model on the same split and return the report dict."""
+            data_split: str = "fixed", fold: int = 0, engines: list[str] = (), seeds: str | None = None) -> dict:
+    """Evaluate every model on the same split and return the report dict (`seeds`: a `python -m distill.seeds`
+    summary.json of the same recipe, for the KD gain's spread over paired seeds)."""
     from .data import DataConfig, build_datasets
 
     _check_inputs([teacher, student, *([baseline] if baseline else [])], onnx)
@@ -226,9 +237,15 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
     }
     if baseline:
         summary["kd_gain_points"] = 100 * (s["metrics"]["accuracy"] - entries[2]["metrics"]["accuracy"])
+    summary["flops_ratio"] = t["gflops"] / max(s["gflops"], 1e-12)
+    if seeds:
+        g = json.loads(Path(seeds).read_text()).get("gain_points")
+        if g:
+            summary["kd_gain_seeds"] = {k: g[k] for k in ("mean", "std", "n", "kd_wins", "per_seed")}
     for e in entries[3:]:
         e["agreement_with_student"] = float((e["_pred"] == s["_pred"]).mean())
     return {
+        "regime": _regime(teacher, student, baseline),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
@@ -318,20 +335,69 @@ def plot_accuracy_latency(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _regime_lines(regime: dict) -> list[str]:
+    """The report's first lines: what each model learned from (semi-supervised distillation or not)."""
+    kd, ce, t = regime.get("student_kd"), regime.get("student_ce"), regime.get("teacher") or {}
+    if not kd:
+        return []
+    n_t = t.get("labelled_clips")
+    teacher = f"{n_t} labelled train clips" if n_t else "the labelled train split"
+    if kd.get("unlabelled_clips"):
+        lines = [f"**Regime: semi-supervised distillation** (label fraction {kd['label_fraction']:g}). "
+                 f"Teacher: fine-tuned on {teacher}. KD student: {kd['labelled_clips']} labelled clips + "
+                 f"{kd['unlabelled_clips']} unlabelled transfer clips (teacher targets only)."]
+    else:
+        lines = [f"**Regime: fully supervised distillation.** Teacher: fine-tuned on {teacher}. KD student: "
+                 f"{kd['labelled_clips']} labelled clips (labels + teacher targets)."]
+    if ce:
+        lines[0] += (f" CE-only student: the same {ce['labelled_clips']} labelled clips, "
+                     + (f"no unlabelled clips ({ce.get('unlabelled_available', 0)} never loaded)."
+                        if ce.get("unlabelled_available") else "labels only."))
+    return [*lines, ""]
+
+
+def _size_line(s: dict) -> str:
+    if s["compression"] > 1 and s.get("flops_ratio", 2) > 1:
+        return (f"- The student is **{s['compression']:.1f}x** smaller ({s.get('flops_ratio', float('nan')):.1f}x fewer "
+                f"FLOPs) and **{s['cpu_speedup']:.2f}x** as fast on this CPU.")
+    return (f"- The student is NOT smaller than the teacher: {s['compression']:.2f}x the parameters ratio, "
+            f"{s.get('flops_ratio', float('nan')):.2f}x the FLOPs ratio, {s['cpu_speedup']:.2f}x the CPU speed.")
+
+
+def _gain_lines(s: dict, regime: dict) -> list[str]:
+    """KD gain over CE-only (this run; over paired seeds when given) and what it means."""
+    g, seeds = s["kd_gain_points"], s.get("kd_gain_seeds")
+    line = f"- **KD gain over CE-only: {g:+.1f} points** (this seed)"
+    if seeds:
+        line += (f"; over {seeds['n']} paired seeds **{seeds['mean']:+.1f} ± {seeds['std']:.1f}** points, "
+                 f"KD wins {seeds['kd_wins']}/{seeds['n']}")
+    kd = regime.get("student_kd") or {}
+    mean = seeds["mean"] if seeds else g
+    if mean > 0 and kd.get("unlabelled_clips"):
+        meaning = (f"the teacher's targets on {kd['unlabelled_clips']} unlabelled clips teach the student what its "
+                   f"{kd['labelled_clips']} labels alone do not: distillation pays off when unlabelled footage is "
+                   "plentiful and labels are scarce.")
+    elif mean > 0:
+        meaning = "the teacher's soft targets add to the labels (dark knowledge) on the same clips."
+    else:
+        meaning = ("distillation does not pay off here: the teacher knows no more than the labels already teach "
+                   "the student (see the per-class recall below for where the teacher passes on its errors).")
+    return [line + ".", f"- What it means: {meaning}"]
+
+
 def render_markdown(report: dict) -> str:
     s = report["summary"]
-    lines = [
-        "# emodistill comparison report", "",
+    lines = ["# emodistill comparison report", "", *_regime_lines(report.get("regime") or {}),
         f"Created {report['created']} on `{report['machine']['platform']}` "
         f"({report['machine']['torch_threads']} torch threads, CUDA: {report['machine']['cuda']}). "
         f"Split `{report['data']['split']}` of `{report['data']['root']}`: {report['data']['num_samples']} clips.", "",
         "## Headline", "",
         f"- Teacher accuracy **{_fmt(s['teacher_accuracy'], True)}%**, KD student **{_fmt(s['student_accuracy'], True)}%**"
         f" = **{_fmt(s['accuracy_retained'], True)}%** of the teacher, top-1 agreement {_fmt(s['teacher_student_agreement'], True)}%.",
-        f"- The student is **{s['compression']:.1f}x** smaller and **{s['cpu_speedup']:.1f}x** faster on this CPU.",
+        _size_line(s),
     ]
     if "kd_gain_points" in s:
-        lines.append(f"- Distillation adds **{s['kd_gain_points']:+.1f}** accuracy points over the same student trained on labels alone.")
+        lines += _gain_lines(s, report.get("regime") or {})
     lines += ["", "## Models", "",
               "| model | acc % | UAR % | WAR % | macro-F1 % | params | GFLOPs | size MB | CPU p50 / p95 ms | "
               f"RTX 3050 ({report['budget']}) |",
@@ -394,7 +460,7 @@ def write_report(report: dict, out: str | Path) -> Path:
 def _run(args: argparse.Namespace) -> int:
     report = collect(args.teacher, args.student, args.data, baseline=args.baseline, onnx=args.onnx or [],
                      split=args.split, budget=args.budget, repeats=args.repeats, batch_size=args.batch_size,
-                     data_split=args.data_split, fold=args.fold, engines=args.engine or [])
+                     data_split=args.data_split, fold=args.fold, engines=args.engine or [], seeds=args.seeds)
     path = write_report(report, args.out)
     s = report["summary"]
     print(f"report: {path}")
@@ -420,4 +486,5 @@ def register(sub) -> None:
     p.add_argument("--budget", default="rtx3050-laptop-4gb", help="hardware profile or budget for the RTX 3050 column")
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per latency figure")
     p.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
+    p.add_argument("--seeds", help="summary.json of `python -m distill.seeds` (same recipe): the KD gain's spread")
     p.set_defaults(func=_run)

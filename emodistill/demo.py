@@ -148,9 +148,14 @@ def _run(args: argparse.Namespace) -> int:
     s = report["summary"]
     print("\n" + "=" * 72)
     print(f"report: {Path(args.out) / 'report' / 'report.md'}  (plots and report.json beside it)")
+    kd = (report.get("regime") or {}).get("student_kd") or {}
+    if kd:
+        print(f"regime: KD student {kd['labelled_clips']} labelled + {kd['unlabelled_clips']} unlabelled clips; "
+              f"CE-only student the same {kd['labelled_clips']} labelled clips only")
     print(f"teacher accuracy {100 * s['teacher_accuracy']:.1f}% | KD student {100 * s['student_accuracy']:.1f}% "
           f"= {100 * s['accuracy_retained']:.1f}% of the teacher | CE-only student "
-          f"{100 * s['student_accuracy'] - s.get('kd_gain_points', 0):.1f}%")
+          f"{100 * s['student_accuracy'] - s.get('kd_gain_points', 0):.1f}% | KD gain "
+          f"{s.get('kd_gain_points', float('nan')):+.1f} points")
     for e in report["models"]:
         r = e.get("rtx3050") or {}
         lab = {k: (r.get("labels") or {}).get(k, r.get("mode", "?")) for k in ("p50_ms", "vram_mb")} if r else {}

@@ -219,6 +219,7 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
             if main:
                 save_checkpoint(best_dir, accelerator.unwrap_model(model), preprocess=cfg.data.preprocess,
                                 class_names=names, extra={"metrics": {"epoch": epoch + 1, "val": val},
+                                                          "train_clips": len(train_ds),
                                                           "train_config": cfg.model_dump(mode="json")})
         else:
             stale += 1

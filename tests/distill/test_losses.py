@@ -249,3 +249,24 @@ def test_unimodal_hand_value_mask_and_unlabeled():
 def test_unimodal_needs_unimodal_heads():
     with pytest.raises(KeyError, match="unimodal_heads"):
         create_loss("unimodal")({"logits": torch.zeros(2, 8)}, None, {"label": torch.tensor([0, 1])})
+
+
+def test_unimodal_kd_by_hand_over_present_modalities():
+    from distill.losses import create_loss, kd_loss, needs_teacher
+
+    g = torch.Generator().manual_seed(0)
+    s = {k: torch.randn(4, 3, generator=g) for k in ("logits", "audio_logits", "visual_logits")}
+    t = {"logits": torch.randn(4, 3, generator=g)}
+    mask = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]])
+    loss = create_loss("unimodal_kd", temperature=2.0)
+    want = (kd_loss(s["audio_logits"][[0, 1, 3]], t["logits"][[0, 1, 3]], 2.0)
+            + kd_loss(s["visual_logits"][[0, 2, 3]], t["logits"][[0, 2, 3]], 2.0)) / 2
+    torch.testing.assert_close(loss(s, t, {"modality_mask": mask}), want)
+    # by hand for one row, T = 1, no mask: KL(p_t || p_s) averaged over the two heads
+    one = {k: v[:1] for k, v in s.items()}
+    p_t = torch.softmax(t["logits"][0], -1)
+    kl = [(p_t * (p_t.log() - torch.log_softmax(one[k][0], -1))).sum() for k in ("audio_logits", "visual_logits")]
+    torch.testing.assert_close(create_loss("unimodal_kd")(one, {"logits": t["logits"][:1]}, {}), (kl[0] + kl[1]) / 2)
+    assert needs_teacher("unimodal_kd")  # the CE-only baseline drops it
+    with pytest.raises(KeyError, match="unimodal heads"):
+        loss({"logits": s["logits"]}, t, {})

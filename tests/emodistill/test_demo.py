@@ -29,11 +29,19 @@ def test_reduced_demo_end_to_end(tmp_path):
         assert e["rtx3050"]["mode"] in ("estimated", "measured")
     s = report["summary"]
     assert 0 <= s["teacher_student_agreement"] <= 1 and math.isfinite(s["accuracy_retained"])
-    assert s["compression"] > 1  # the teacher is the larger model
+    assert s["compression"] > 1 and s["flops_ratio"] > 1  # the teacher is the larger model, in FLOPs too
+    t, kd = (next(e for e in report["models"] if e["role"] == r) for r in ("teacher", "student_kd"))
+    assert t["rtx3050"]["latency_p50_ms"] > kd["rtx3050"]["latency_p50_ms"]  # and the slower one on the RTX
+    # the semi-supervised regime: both arms the same labelled clips, only the KD arm the unlabelled ones
+    reg = report["regime"]
+    assert reg["student_kd"]["labelled_clips"] == reg["student_ce"]["labelled_clips"] > 0
+    assert reg["student_kd"]["unlabelled_clips"] > 0 and reg["student_ce"]["unlabelled_clips"] == 0
+    assert reg["teacher"]["labelled_clips"] == reg["student_kd"]["labelled_clips"] + reg["student_kd"]["unlabelled_clips"]
     rep = out / "report"
     assert (rep / "confusion.png").stat().st_size > 5000
     assert (rep / "accuracy_latency.png").stat().st_size > 5000
     md = (rep / "report.md").read_text()
+    assert md.splitlines()[2].startswith("**Regime: semi-supervised distillation**") and "KD gain over CE-only" in md
     for name in ("Teacher", "Student (KD)", "Student (CE only)", "ONNX FP32", "ONNX INT8"):
         assert f"| {name} |" in md
     assert json.loads((rep / "report.json").read_text())["summary"] == s

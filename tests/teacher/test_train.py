@@ -85,5 +85,6 @@ def test_train_script_end_to_end(synth_small, tmp_path):
     model, meta = load_checkpoint(out / "best", preprocess=cfg.data.preprocess, class_names=names, family="teacher")
     assert isinstance(model, TeacherModel) and len(model.backbone.layers) == 2
     assert meta["metrics"]["epoch"] == metrics["best_epoch"] and meta["train_config"]["epochs"] == 2
+    assert meta["train_clips"] == len(build_datasets(cfg.data, progress=False)["train"])  # the report's regime line
     with pytest.raises(CheckpointError, match="class_names"):
         load_best(model, out / "best", cfg.data.preprocess, list(reversed(names)))
