@@ -20,6 +20,8 @@ Memory: the ring buffers hold one window of grid frames and one window (+ hop) o
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -72,6 +74,7 @@ class StreamStats:
     audio_samples: int = 0
     windows: int = 0
     ended_by: str = "end of stream"
+    interrupted: bool = False        # set by Ctrl-C / SIGTERM; the read loop stops at the next packet
     warnings: list = field(default_factory=list)
 
 
@@ -187,7 +190,7 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
                 yield pending.popleft()
 
         packets, demux_errors = container.demux(*streams), 0
-        while True:
+        while not stats.interrupted:
             t0 = time.perf_counter()
             try:
                 packet = next(packets)
@@ -305,6 +308,20 @@ def prepare(window: Window, pre: Preprocess, opts: StreamOptions, track: bool, s
             "facts": facts}
 
 
+def _stop_on_signals(stats: StreamStats):
+    """Ctrl-C and SIGTERM set `stats.interrupted` instead of raising: a KeyboardInterrupt raised while PyAV runs
+    Python code inside FFmpeg's read callback is swallowed there, and the run would end as if the source had ended.
+    -> a function that restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        stats.interrupted = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+
+
 def run_stream(source: str, predictor, opts: StreamOptions, sink=None, on_frame=None) -> dict:
     """Score every window of `source` with `predictor` (predict.Predictor or alike: preprocess, class_names,
     probs(video, audio, modality_mask), supports_mask). `sink(row)` receives each timeline row as it is made.
@@ -318,6 +335,7 @@ def run_stream(source: str, predictor, opts: StreamOptions, sink=None, on_frame=
         stats.warnings.append(f"{predictor.path}: no modality_mask input; a masked modality is fed as zeros "
                               "(re-export with this version for the missing-modality path)")
     t_wall = time.perf_counter()
+    restore = _stop_on_signals(stats)
     try:
         for w in iter_windows(source, pre, opts, clock, stats, track, on_frame):
             t0 = time.perf_counter()
@@ -336,7 +354,11 @@ def run_stream(source: str, predictor, opts: StreamOptions, sink=None, on_frame=
             stats.windows += 1
             if sink is not None:
                 sink(row)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # signals could not be caught here (not the main thread)
+        stats.interrupted = True
+    finally:
+        restore()
+    if stats.interrupted:
         stats.ended_by = "interrupted (Ctrl-C)"
         logger.warning("interrupted: writing the timeline of the %d windows so far", len(rows))
     wall = time.perf_counter() - t_wall

@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -225,11 +224,9 @@ def stream_command(predictor, args) -> int:
         if overlay is not None:
             overlay.update(row)
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+    try:  # run_stream turns Ctrl-C / SIGTERM into an early end with the windows so far
         result = run_stream(args.clip, predictor, opts, on_row, overlay)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         sink.close()
         if overlay is not None:
             overlay.close()
@@ -281,10 +278,6 @@ def pipeline_bench(onnx_path: str | Path, pre: dict, video: str | Path | None, w
             "p95_ms": total["p95_ms"], "mean_ms": total["mean_ms"], "runs": tm["windows"], "video": str(video),
             "stages": {k: {"p50_ms": v["p50_ms"], "p95_ms": v["p95_ms"]} for k, v in tm["stages"].items()},
             "windows_per_s": tm["windows_per_s"], "realtime_factor": tm["realtime_factor"], "hop_s": tm["hop_s"]}
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def score_segments(result: dict, manifest: dict) -> dict:
