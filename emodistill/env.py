@@ -15,7 +15,6 @@ import argparse
 import importlib
 import importlib.metadata as md
 import json
-import os
 import platform
 import sys
 from dataclasses import asdict, dataclass
@@ -66,19 +65,14 @@ def _pin_fix(reqs: list) -> str:
 
 
 def _system_rows() -> list[Row]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     from . import __version__
+    from .utils import cpu_name
 
     return [
         Row("system", "emodistill", __version__),
         Row("system", "Python", f"{platform.python_version()} ({sys.executable})"),
         Row("system", "OS", platform.platform()),
-        Row("system", "CPU", f"{cpu}, {os.cpu_count()} logical cores"),
+        Row("system", "CPU", cpu_name()),
     ]
 
 

@@ -196,15 +196,9 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
 
 
 def _cpu_name() -> str:
-    import os
-    import platform
+    from .utils import cpu_name
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        name = ""
-    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    return cpu_name()
 
 
 def stream_command(predictor, args) -> int:

@@ -180,3 +180,16 @@ def finish_distributed(accelerator) -> None:
     accelerator.end_training()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and the logical core count, for reports."""
+    import platform
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
