@@ -16,8 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from emodistill.config import load_config
-from emodistill.utils import setup_logging
+from emodistill.core.config import load_config
+from emodistill.core.utils import setup_logging
 
 from distill.config import DistillConfig
 from distill.run import train

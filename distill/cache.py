@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from emodistill.utils import atomic_path, sha256_file, stable_hash, write_json_atomic
+from emodistill.core.utils import atomic_path, sha256_file, stable_hash, write_json_atomic
 
 from .core import av_inputs_full
 

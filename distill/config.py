@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from emodistill.config import BaseConfig
-from emodistill.data import DataConfig
+from emodistill.core.config import BaseConfig
+from emodistill.core.data import DataConfig
 
 from .toy import ToyDataConfig
 

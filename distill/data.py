@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from emodistill.contract import Preprocess
-from emodistill.data.dataset import CLEAN_VIEW
-from emodistill.utils import stable_hash
+from emodistill.core.contract import Preprocess
+from emodistill.core.data.dataset import CLEAN_VIEW
+from emodistill.core.utils import stable_hash
 
 from .config import DistillConfig
 from .losses import IGNORE_LABEL
@@ -22,7 +22,7 @@ def build_data(cfg: DistillConfig, accelerator) -> tuple[dict, Preprocess, dict]
         pre = Preprocess(num_frames=t.frames, image_size=t.image_size, clip_seconds=t.samples / 16000,
                          face_crop="none")
         return toy_datasets(t), pre, {"kind": "toy", **t.model_dump(mode="json", exclude={"sleep_per_item"})}
-    from emodistill.data import build_datasets
+    from emodistill.core.data import build_datasets
 
     d = cfg.data
     with accelerator.main_process_first():

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emodistill.evaluate import unimodal_ce
-from emodistill.registry import Registry
+from emodistill.core.evaluate import unimodal_ce
+from emodistill.core.registry import Registry
 
 LOSSES = Registry("loss")
 register_loss = LOSSES.register

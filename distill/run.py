@@ -36,12 +36,12 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from emodistill.checkpoint import WEIGHTS, check_meta, load_checkpoint, read_meta, save_checkpoint
-from emodistill.config import ConfigError, load_config
-from emodistill.contract import Preprocess
-from emodistill.evaluate import evaluate, modality_dropout_mask
-from emodistill.optim import split_decay, warmup_cosine
-from emodistill.utils import (atomic_path, check_run_folder, finish_distributed, move_aside, seed_everything,
+from emodistill.core.checkpoint import WEIGHTS, check_meta, load_checkpoint, read_meta, save_checkpoint
+from emodistill.core.config import ConfigError, load_config
+from emodistill.core.contract import Preprocess
+from emodistill.core.evaluate import evaluate, modality_dropout_mask
+from emodistill.core.optim import split_decay, warmup_cosine
+from emodistill.core.utils import (atomic_path, check_run_folder, finish_distributed, move_aside, seed_everything,
                               setup_logging, stable_hash, write_json_atomic)
 
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
@@ -465,7 +465,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emodistill.errors import run_guarded
+    from emodistill.core.errors import run_guarded
 
     args = build_parser().parse_args(argv)
     setup_logging()

@@ -24,8 +24,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from emodistill.config import load_config
-from emodistill.utils import setup_logging, write_json_atomic
+from emodistill.core.config import load_config
+from emodistill.core.utils import setup_logging, write_json_atomic
 
 ARMS = {"kd": [], "ce": ["distill.kd=false"]}
 

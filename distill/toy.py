@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset
 
-from emodistill.config import BaseConfig
+from emodistill.core.config import BaseConfig
 
 
 class ToyDataConfig(BaseConfig):

@@ -64,8 +64,8 @@ def default_preprocess(model: torch.nn.Module) -> dict | None:
 
 def resolve_model(role: str, ref: str, fallback_pre: dict | None = None) -> tuple[torch.nn.Module, dict, str]:
     """(model in eval mode, preprocess dict, description) for a checkpoint folder or a preset name."""
-    from emodistill.checkpoint import load_checkpoint
-    from emodistill.contract import Preprocess
+    from emodistill.core.checkpoint import load_checkpoint
+    from emodistill.core.contract import Preprocess
 
     if Path(ref).exists():
         model, meta = load_checkpoint(ref)
@@ -86,7 +86,7 @@ def _calib_batches(args, pre: dict, dims, n: int) -> tuple[list[dict], str]:
     from .onnx import random_inputs
 
     if args.data:
-        from emodistill.data import DataConfig, build_datasets
+        from emodistill.core.data import DataConfig, build_datasets
 
         ds = build_datasets(DataConfig(root=args.data, preprocess=pre, augment=False, num_views=1))["train"]
         idx = [int(i) for i in np.linspace(0, len(ds) - 1, min(n, len(ds))).round()]
@@ -157,7 +157,7 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
         add(f"onnxruntime-{prec}-cpu", ort)
     if role == "student" and not getattr(args, "no_pipeline", False):
         try:
-            from emodistill.timeline import pipeline_bench
+            from emodistill.app.timeline import pipeline_bench
 
             entry["rows"].append(pipeline_bench(paths["fp32"], pre, getattr(args, "pipeline_video", None),
                                                 out / "pipeline"))
@@ -209,7 +209,7 @@ def _markdown(report: dict) -> str:
 
 
 def run_bench(args) -> int:
-    from emodistill.utils import versions, write_json_atomic
+    from emodistill.core.utils import versions, write_json_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def run_bench(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m export.bench ...`: the same as `emodistill bench ...`."""
-    from emodistill.utils import setup_logging
+    from emodistill.core.utils import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -8,7 +8,7 @@ import argparse
 def _export(args) -> int:
     from .run import run_export
 
-    return run_export(args)  # errors: one line and exit 2 from the dispatcher's boundary (emodistill.errors)
+    return run_export(args)  # errors: one line and exit 2 from the dispatcher's boundary (emodistill.core.errors)
 
 
 def _bench(args) -> int:

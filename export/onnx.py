@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emodistill.contract import Preprocess
-from emodistill.metrics import classification_metrics
+from emodistill.core.contract import Preprocess
+from emodistill.core.metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emodistill.utils import REPO_ROOT
+from emodistill.core.utils import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def write_baseline(figures: dict, path: str | Path = BASELINE, merge: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emodistill.utils import setup_logging
+    from emodistill.core.utils import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m export.perf", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

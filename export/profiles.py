@@ -20,8 +20,8 @@ from typing import Literal
 import yaml
 from pydantic import Field, field_validator
 
-from emodistill.config import BaseConfig, ConfigError, apply_overrides, format_validation_error
-from emodistill.utils import CONFIG_DIR
+from emodistill.core.config import BaseConfig, ConfigError, apply_overrides, format_validation_error
+from emodistill.core.utils import CONFIG_DIR
 
 HARDWARE_DIR = CONFIG_DIR / "hardware"
 BUDGET_DIR = HARDWARE_DIR / "budgets"

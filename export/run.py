@@ -6,7 +6,7 @@
 
 Writes into --out: the artifact (`model.onnx` or `model.engine`), `model.json` (the sidecar: input contract,
 precision, versions, sha256 of the artifact, parity/accuracy/latency, budget verdict) and `verdict.txt`.
-Exit codes (emodistill.errors): 0 ok, 1 runtime failure, 2 input error (bad checkpoint, flag, budget name, an --out
+Exit codes (emodistill.core.errors): 0 ok, 1 runtime failure, 2 input error (bad checkpoint, flag, budget name, an --out
 that holds an export without --force; --out is left as it was), 3 budget exceeded (the table says which figure and
 by how much), 4 parity or accuracy outside tolerance, 5 TensorRT path unavailable
 (torch-tensorrt backend without torch-tensorrt / GPU).
@@ -48,7 +48,7 @@ import torch  # noqa: E402
 
 logger = logging.getLogger("export.run")
 
-EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5  # = emodistill.errors
+EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5  # = emodistill.core.errors
 ARTIFACT_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine"}
 SIDECAR, VERDICT_TXT = "model.json", "verdict.txt"
 
@@ -128,9 +128,9 @@ def load_clips(args, meta: dict, dims) -> Clips:
                   for s in range(max(1, args.parity_samples // max(1, args.eval_batch)))]
         return Clips(parity, parity, None, False, "random inputs (no --data)")
     try:
-        from emodistill.data import DataConfig, build_datasets
+        from emodistill.core.data import DataConfig, build_datasets
     except ImportError as e:
-        raise RuntimeError(f"--data needs the data layer (emodistill.data): {e}") from e
+        raise RuntimeError(f"--data needs the data layer (emodistill.core.data): {e}") from e
     saved = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     keep = {k: saved[k] for k in ("format", "split", "fold", "vocal_channel", "seed") if k in saved}
     if args.data_format:
@@ -147,7 +147,7 @@ def load_clips(args, meta: dict, dims) -> Clips:
 
 
 def contract_for(meta: dict, dims, precision: str) -> dict:
-    from emodistill.contract import Preprocess, input_contract
+    from emodistill.core.contract import Preprocess, input_contract
 
     pre = Preprocess.model_validate(meta["preprocess"])
     classes = list(meta["class_names"])
@@ -181,7 +181,7 @@ def _commit(stage: Path, out: Path, sidecar: dict) -> None:
     """Move a complete, verified export from its staging folder into `out`. Until here the previous export is
     untouched. The artifact goes first and the sidecar (which holds its sha256) after it, so a kill in between
     leaves a pair that predict refuses, never a wrong one; old files the new export does not replace go last."""
-    from emodistill.utils import sha256_file
+    from emodistill.core.utils import sha256_file
 
     artifact = stage / sidecar["artifact"]
     if not artifact.is_file() or sha256_file(artifact) != sidecar["sha256"]:
@@ -232,7 +232,7 @@ def _reuse_onnx(args, dest: Path) -> dict | None:
     """Copy `--onnx` (an fp32 export of this same checkpoint, per its sidecar) to `dest`; None without --onnx."""
     import shutil
 
-    from emodistill.checkpoint import read_meta
+    from emodistill.core.checkpoint import read_meta
 
     src = getattr(args, "onnx", None)
     if not src:
@@ -317,7 +317,7 @@ def _export_tensorrt(args, model, dims, clips: Clips, out: Path, num_classes: in
 
 def _export_rtx(args, model, dims, clips: Clips, out: Path, num_classes: int, profile) -> dict:
     """The verified ONNX (checker + ORT parity/accuracy, kept as model.onnx) -> TensorRT for RTX engine."""
-    from emodistill.utils import sha256_file
+    from emodistill.core.utils import sha256_file
 
     from .trt_rtx import build_engine
 
@@ -349,8 +349,8 @@ def _io_bytes(dims, batch: int, num_classes: int) -> int:
 
 def _export(args, out: Path, final: Path) -> int:
     """The export itself, written into `out` (the staging folder) and committed into `final`."""
-    from emodistill.checkpoint import load_checkpoint
-    from emodistill.utils import sha256_file, versions, write_json_atomic
+    from emodistill.core.checkpoint import load_checkpoint
+    from emodistill.core.utils import sha256_file, versions, write_json_atomic
 
     from .budget import make_verdict, with_compiled_vram
     from .onnx import Dims, tolerances_table
@@ -471,7 +471,7 @@ def _export(args, out: Path, final: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emodistill.utils import setup_logging
+    from emodistill.core.utils import setup_logging
 
     parser = argparse.ArgumentParser(prog="export/run.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks of errors")
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose or args.debug else logging.INFO)
-    from emodistill.errors import run_guarded
+    from emodistill.core.errors import run_guarded
 
     return run_guarded(run_export, args, debug=args.debug)
 

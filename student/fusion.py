@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from emodistill.optim import split_decay
+from emodistill.core.optim import split_decay
 from student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emodistill.optim import split_decay
-from emodistill.registry import Registry
+from emodistill.core.optim import split_decay
+from emodistill.core.registry import Registry
 from student.fusion import LFM2Fusion, LFM2FusionConfig, deinterleave, interleave
 
 FUSIONS = Registry("fusion")

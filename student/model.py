@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from emodistill.optim import split_decay
-from emodistill.registry import Registry
+from emodistill.core.optim import split_decay
+from emodistill.core.registry import Registry
 
 from .audio import AudioBranch
 from .fusions import create_fusion

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from emodistill.config import parse_override
+from emodistill.core.config import parse_override
 
 FMT = argparse.ArgumentDefaultsHelpFormatter
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emodistill.optim import split_decay
-from emodistill.registry import Registry
+from emodistill.core.optim import split_decay
+from emodistill.core.registry import Registry
 from student.fusion import GatedModalityProjection, deinterleave, interleave
 
 from .encoders import AudioEncoder, VisionEncoder, build_lfm2

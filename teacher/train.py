@@ -28,12 +28,12 @@ from pydantic import Field
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from emodistill.checkpoint import WEIGHTS, CheckpointError, check_meta, read_meta, save_checkpoint
-from emodistill.config import BaseConfig, ConfigError, load_config
-from emodistill.data import DataConfig, build_datasets
-from emodistill.evaluate import evaluate, modality_dropout_mask, modality_mask, unimodal_ce
-from emodistill.optim import warmup_cosine
-from emodistill.utils import (check_run_folder, finish_distributed, move_aside, seed_everything, setup_logging,
+from emodistill.core.checkpoint import WEIGHTS, CheckpointError, check_meta, read_meta, save_checkpoint
+from emodistill.core.config import BaseConfig, ConfigError, load_config
+from emodistill.core.data import DataConfig, build_datasets
+from emodistill.core.evaluate import evaluate, modality_dropout_mask, modality_mask, unimodal_ce
+from emodistill.core.optim import warmup_cosine
+from emodistill.core.utils import (check_run_folder, finish_distributed, move_aside, seed_everything, setup_logging,
                               write_json_atomic)
 
 logger = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emodistill.errors import run_guarded
+    from emodistill.core.errors import run_guarded
 
     setup_logging()
     return run_guarded(run, build_parser().parse_args(argv))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from emodistill.errors import InputError
+from emodistill.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -133,8 +133,8 @@ def test_live_clean_view_equals_cached_clean_view(setup):
 
 
 def test_teacher_fingerprint_from_checkpoint(tmp_path):
-    from emodistill.checkpoint import save_checkpoint
-    from emodistill.contract import Preprocess
+    from emodistill.core.checkpoint import save_checkpoint
+    from emodistill.core.contract import Preprocess
 
     t = create_toy("toy_teacher")
     save_checkpoint(tmp_path / "a", t, preprocess=Preprocess(), class_names=["a", "b", "c", "d"])

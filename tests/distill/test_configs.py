@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from distill.config import DistillConfig
-from emodistill.config import ConfigError, load_config
-from emodistill.utils import CONFIG_DIR
+from emodistill.core.config import ConfigError, load_config
+from emodistill.core.utils import CONFIG_DIR
 
 RECIPES = sorted((CONFIG_DIR / "distill").glob("*.yaml"))
 

@@ -14,8 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from emodistill.config import ConfigError, load_config
-from emodistill.utils import REPO_ROOT
+from emodistill.core.config import ConfigError, load_config
+from emodistill.core.utils import REPO_ROOT
 
 RUN = str(REPO_ROOT / "distill" / "run.py")
 
@@ -176,7 +176,7 @@ def test_bad_loss_args_name_the_key(tmp_path):
 
 
 def test_cli_registers_distill():
-    from emodistill.cli import build_parser
+    from emodistill.app.cli import build_parser
 
     args = build_parser("distill").parse_args(["distill", "--config", "x.yaml", "--set", "a=1", "--resume"])
     assert args.resume and args.overrides == ["a=1"] and callable(args.func)

@@ -9,7 +9,7 @@ import torch
 from distill.data import LabelledOnly, PartiallyLabeled, label_split, semi_supervised
 from distill.losses import IGNORE_LABEL
 from distill.toy import ToyDataConfig, toy_datasets
-from emodistill.config import load_config
+from emodistill.core.config import load_config
 
 from .test_run import recipe
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.state import StateError, latest_state, load_state, rng_state, save_state, set_rng_state
-from emodistill.optim import warmup_cosine
+from emodistill.core.optim import warmup_cosine
 
 
 def setup():

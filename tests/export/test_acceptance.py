@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from emodistill.checkpoint import save_checkpoint
+from emodistill.core.checkpoint import save_checkpoint
 from export.run import main as export_main
 from export_toys import train_student
 
@@ -21,7 +21,7 @@ student = pytest.importorskip("student")
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
-    from emodistill.data.synth import generate
+    from emodistill.core.data.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, size="default", seed=0, progress=False)
@@ -30,7 +30,7 @@ def synth_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_xs(synth_root, tmp_path_factory):
-    from emodistill.data import DataConfig, build_datasets
+    from emodistill.core.data import DataConfig, build_datasets
 
     torch.manual_seed(0)
     model = student.create_student("student_xs", num_classes=8)

@@ -60,7 +60,7 @@ def test_time_callable_runs_long_enough():
 
 
 def test_pipeline_row_times_every_stage_of_the_student(tmp_path, capsys):
-    from emodistill.data.synth import clip_specs, make_clip
+    from emodistill.core.data.synth import clip_specs, make_clip
 
     torch.manual_seed(0)
     video = make_clip(str(tmp_path / "clips"), 0, clip_specs(1, "small")[0])

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from emodistill.checkpoint import save_checkpoint
+from emodistill.core.checkpoint import save_checkpoint
 from export.run import main as export_main
-from emodistill.contract import RAVDESS_CLASSES
-from emodistill.utils import REPO_ROOT, sha256_file
+from emodistill.core.contract import RAVDESS_CLASSES
+from emodistill.core.utils import REPO_ROOT, sha256_file
 
 student = pytest.importorskip("student")
 

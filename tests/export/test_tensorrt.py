@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from export.run import main as export_main
-from emodistill.utils import REPO_ROOT
+from emodistill.core.utils import REPO_ROOT
 from export.onnx import Dims, compare_logits, random_inputs, torch_logits
 from export.tensorrt import availability, trtexec_command
 from export_toys import TOY_PREPROCESS

@@ -9,8 +9,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from emodistill.checkpoint import save_checkpoint
-from emodistill.contract import RAVDESS_CLASSES
+from emodistill.core.checkpoint import save_checkpoint
+from emodistill.core.contract import RAVDESS_CLASSES
 from export.onnx import Dims, export_onnx
 from export.profiles import load_profile
 from export.quantize import QuantConfig, make_reader, quantize_int8
@@ -157,7 +157,7 @@ def test_student_xs_engine_through_the_cli(xs, precision, capsys):
 
 
 def test_predict_on_an_engine_without_a_gpu_says_so(xs, monkeypatch, capsys):
-    from emodistill.cli import main as cli_main
+    from emodistill.app.cli import main as cli_main
 
     _, root, _ = xs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -15,7 +15,7 @@ from robustness_corpus import OLD_EXPORT, toy_recipe  # noqa: E402
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory) -> dict[str, Path]:
     """A few real synthetic clips (H.264 + AAC .mp4), one per role."""
-    from emodistill.data.synth import clip_specs, make_clip
+    from emodistill.core.data.synth import clip_specs, make_clip
 
     d = tmp_path_factory.mktemp("clips")
     specs = clip_specs(3, "small")
@@ -39,8 +39,8 @@ def checkpoint(tmp_path_factory) -> Path:
     """A small student checkpoint (random init; 4 frames of 32 px, 0.5 s of audio)."""
     import torch
 
-    from emodistill.checkpoint import save_checkpoint
-    from emodistill.contract import RAVDESS_CLASSES, Preprocess
+    from emodistill.core.checkpoint import save_checkpoint
+    from emodistill.core.contract import RAVDESS_CLASSES, Preprocess
     from student import create_student
 
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_export(checkpoint, tmp_path_factory) -> Path:
     """`emodistill export --force` of the checkpoint over an older export (OLD_EXPORT): the export folder."""
-    from emodistill.cli import main
+    from emodistill.app.cli import main
 
     out = tmp_path_factory.mktemp("export") / "onnx"
     out.mkdir()
@@ -70,7 +70,7 @@ def onnx_export(checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
     """A finished toy distillation (best/, metrics.json, state/): its recipe."""
-    from emodistill.cli import main
+    from emodistill.app.cli import main
 
     d = tmp_path_factory.mktemp("toy")
     recipe = toy_recipe(d / "toy.yaml", d / "run")

@@ -1,6 +1,6 @@
 """Helpers of the bad-input corpus (tests/robustness): the real CLI, folder hashes, clean-error checks.
 
-Every case runs `emodistill ...` (in this process through `emodistill.cli.main`, which is the console script's
+Every case runs `emodistill ...` (in this process through `emodistill.app.cli.main`, which is the console script's
 entry point, or as a subprocess where the process boundary matters) and checks what a user would see: the exit
 code, one line on stderr without a traceback that names the offending file or key, and that nothing the user had
 changed (every file's sha256 and mode, before and after).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-INPUT_ERROR = 2  # emodistill.errors.EXIT_INPUT (literal here: the corpus also runs against older code)
+INPUT_ERROR = 2  # emodistill.core.errors.EXIT_INPUT (literal here: the corpus also runs against older code)
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Result:
 
 def cli(capsys, *argv) -> Result:
     """`emodistill ARGV` in this process (the console script calls the same `main`)."""
-    from emodistill.cli import main
+    from emodistill.app.cli import main
 
     capsys.readouterr()
     try:
@@ -51,7 +51,7 @@ def cli_subprocess(*argv, cwd: Path | None = None, timeout: int = 120) -> Result
     """`emodistill ARGV` as a user runs it (a fresh interpreter, this checkout's code)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([sys.executable, "-m", "emodistill.cli", *map(str, argv)], cwd=cwd or REPO, env=env,
+    p = subprocess.run([sys.executable, "-m", "emodistill.app.cli", *map(str, argv)], cwd=cwd or REPO, env=env,
                        capture_output=True, text=True, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)
 
@@ -116,7 +116,7 @@ def crash_in_worker(video_path, audio_path, num_frames):
             Path(str(video_path) + ".decoded-in-main").write_text("decoded in the main process")
             return {"error": "decoded in the main process"}
         os._exit(11)
-    from emodistill.data.check import inspect_clip
+    from emodistill.core.data.check import inspect_clip
 
     return inspect_clip(video_path, audio_path, num_frames)
 

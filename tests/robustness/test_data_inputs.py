@@ -87,7 +87,7 @@ def test_synth_manifest_paths_are_never_followed_outside(tmp_path, capsys):
     u.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    (u / "synth.json").write_text(json.dumps({"generator": "emodistill.data.synth", "version": 1, "seed": 5,
+    (u / "synth.json").write_text(json.dumps({"generator": "emodistill.core.data.synth", "version": 1, "seed": 5,
                                               "size": "small", "actors": 3, "files": {"../victim.txt": None}}))
     with Unchanged(tmp_path):
         r = cli(capsys, "data", "synth", "--size", "small", "--actors", "3", "--out", u, "--overwrite",
@@ -133,7 +133,7 @@ def test_short_audio_is_an_error_not_a_silent_prediction(clips, checkpoint, tmp_
 
 
 def test_audio_much_shorter_than_video_warns(clips, tmp_path):
-    from emodistill.data.decode import decode_sources
+    from emodistill.core.data.decode import decode_sources
 
     wav = write_wav(tmp_path / "half.wav", 4000, rate=8000)  # 0.5 s under a 2 s video
     _, audio, info = decode_sources(clips["happy"], wav, 4, 16000)
@@ -198,7 +198,7 @@ class _CountingFrame:
 def test_mkv_memory_does_not_grow_with_clip_length(tmp_path, monkeypatch):
     """Issue 17 item 6: without a frame count (mkv/webm) every frame was kept at full resolution (a 10 s 720p
     mkv peaked at 1.43 GB against 0.73 GB as mp4). Only frames converted to RGB are kept: count them."""
-    from emodistill.data.decode import read_video
+    from emodistill.core.data.decode import read_video
 
     path = _mkv(tmp_path / "long.mkv", 120, 64)
     with av.open(str(path)) as c:
@@ -217,7 +217,7 @@ def test_mkv_memory_does_not_grow_with_clip_length(tmp_path, monkeypatch):
 
 def test_check_never_redecodes_a_crashing_clip_in_the_main_process(dataset, tmp_path, monkeypatch, capsys):
     """Issue 17 item 7: a clip that crashed a worker was decoded again in the main process (taking it down)."""
-    import emodistill.data.check as check
+    import emodistill.core.data.check as check
 
     crasher = dataset / "Actor_01" / "01-01-05-01-01-01-01.mp4"
     crasher.write_bytes((dataset / "Actor_01").glob("01-*.mp4").__next__().read_bytes())
@@ -257,8 +257,8 @@ def test_prepare_lists_bad_names_and_remembers_reasons_per_file(dataset, tmp_pat
 
 def test_corrupt_cache_entry_is_named_and_rebuilt(dataset, tmp_path, capsys):
     """Issue 17: a corrupt preprocessed-cache entry ended in a SafetensorError without a path."""
-    from emodistill.config import load_config
-    from emodistill.data import DataConfig, build_datasets
+    from emodistill.core.config import load_config
+    from emodistill.core.data import DataConfig, build_datasets
 
     cfg = tmp_path / "data.yaml"
     cfg.write_text(f"# emodistill data prepare --config {cfg}\nroot: {dataset}\ncache_dir: {tmp_path / 'cache'}\n"
@@ -271,7 +271,7 @@ def test_corrupt_cache_entry_is_named_and_rebuilt(dataset, tmp_path, capsys):
     assert "1 decoded now" in r.out
     ds = build_datasets(load_config(DataConfig, cfg), progress=False)
     entries[1].write_bytes(b"garbage")  # corrupted after the build: the training read names it
-    from emodistill.data.cache import read_entry
+    from emodistill.core.data.cache import read_entry
 
     with pytest.raises(Exception, match=str(entries[1]).replace(".", r"\.")) as e:
         read_entry(entries[1])

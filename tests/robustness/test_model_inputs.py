@@ -138,7 +138,7 @@ def test_export_force_replaces_only_when_complete(onnx_export):
     """The session's export ran with --force over an older export (conftest.OLD_EXPORT): the new files replaced
     the old ones, the old engine (which the new sidecar does not describe) is gone, the user's notes stay, no
     staging folder is left, and the files have normal modes."""
-    from emodistill.utils import sha256_file
+    from emodistill.core.utils import sha256_file
 
     out = onnx_export
     side = json.loads((out / "model.json").read_text())
@@ -181,7 +181,7 @@ def test_debug_shows_the_traceback_and_verbose_does_not(checkpoint, clips, tmp_p
     for argv in (["--debug", "predict", clips["happy"], "--model", bad],
                  ["predict", clips["happy"], "--model", bad, "--debug"]):
         with pytest.raises(Exception, match="'model'"):
-            from emodistill.cli import main
+            from emodistill.app.cli import main
 
             main([str(a) for a in argv])
     assert_clean_error(cli(capsys, "-v", "predict", clips["happy"], "--model", bad), "'model'")
@@ -189,7 +189,7 @@ def test_debug_shows_the_traceback_and_verbose_does_not(checkpoint, clips, tmp_p
 
 def test_an_unexpected_exception_is_one_line_with_its_own_exit_code(capsys):
     """A bug (not an input problem) still ends in one line, with exit 70 and a pointer to --debug."""
-    from emodistill.errors import EXIT_INTERNAL, run_guarded
+    from emodistill.core.errors import EXIT_INTERNAL, run_guarded
 
     assert run_guarded(lambda args: {}["missing"], None) == EXIT_INTERNAL
     err = capsys.readouterr().err

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emodistill.config import ConfigError, load_config
-from emodistill.contract import RAVDESS_CLASSES
-from emodistill.data.names import AUDIO_EXTS, VIDEO_EXTS, NameParseError, parse_name
+from emodistill.core.config import ConfigError, load_config
+from emodistill.core.contract import RAVDESS_CLASSES
+from emodistill.core.data.names import AUDIO_EXTS, VIDEO_EXTS, NameParseError, parse_name
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -73,7 +73,7 @@ def test_any_name_parses_or_says_why(case, where, value):
 
 # ----------------------------------------------------------------------------- the config loader
 
-from emodistill.data import DataConfig  # noqa: E402
+from emodistill.core.data import DataConfig  # noqa: E402
 
 yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                          st.text(max_size=10), st.sampled_from(["2001-13-01", "1e400", "~", "!!binary x", "{", "]"]))

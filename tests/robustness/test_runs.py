@@ -122,7 +122,7 @@ def test_files_written_atomically_get_normal_modes(tmp_path, checkpoint):
     import torch
 
     from distill.state import save_state
-    from emodistill.utils import write_json_atomic
+    from emodistill.core.utils import write_json_atomic
 
     old = os.umask(0o022)
     try:

@@ -1,6 +1,6 @@
 import pytest
 
-from emodistill.cli import main
+from emodistill.app.cli import main
 from student import create_student
 from student.cli import count_flops, dummy_inputs
 

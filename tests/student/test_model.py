@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from emodistill.checkpoint import load_checkpoint, save_checkpoint
-from emodistill.contract import CREMAD_CLASSES, Preprocess
+from emodistill.core.checkpoint import load_checkpoint, save_checkpoint
+from emodistill.core.contract import CREMAD_CLASSES, Preprocess
 from student import StudentConfig, StudentModel, create_student, list_students, model_from_config
 from student.cli import dummy_inputs
 

@@ -10,8 +10,8 @@ from transformers import (Lfm2ForCausalLM, ParakeetFeatureExtractor, ParakeetFor
                           Siglip2VisionModel, SiglipModel)
 
 import teacher.weights as weights
-from emodistill.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from emodistill.contract import Preprocess
+from emodistill.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from emodistill.core.contract import Preprocess
 from student.fusion import interleave
 from teacher import TeacherModel, list_teachers, model_from_config
 from teacher.encoders import LogMel
@@ -236,7 +236,7 @@ def test_unknown_override_is_named(small):
 
 
 def test_unimodal_heads_and_their_masked_loss(clip, small):
-    from emodistill.evaluate import unimodal_ce as _unimodal_loss
+    from emodistill.core.evaluate import unimodal_ce as _unimodal_loss
 
     model = small(unimodal_heads=True).eval()
     out = model(*clip)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emodistill.checkpoint import CheckpointError, load_checkpoint
-from emodistill.config import load_config
-from emodistill.data import build_datasets
+from emodistill.core.checkpoint import CheckpointError, load_checkpoint
+from emodistill.core.config import load_config
+from emodistill.core.data import build_datasets
 from teacher import TeacherModel, create_teacher
 from teacher.train import TeacherTrainConfig, load_best
 
@@ -22,7 +22,7 @@ CONFIG = REPO / "configs" / "teacher" / "tiny_synth.yaml"
 
 @pytest.fixture(scope="module")
 def synth_small(tmp_path_factory):
-    from emodistill.data.synth import generate
+    from emodistill.core.data.synth import generate
 
     root = tmp_path_factory.mktemp("synth")
     generate(root, size="small", seed=0, workers=0, progress=False)  # = emodistill data synth --size small
