@@ -26,7 +26,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from emodistill.core.utils import atomic_path, sha256_file, stable_hash, write_json_atomic
+from emodistill.core.checkpoint import fingerprint
+from emodistill.core.utils import atomic_path, stable_hash, write_json_atomic
 
 from .core import av_inputs_full
 
@@ -41,20 +42,10 @@ class CacheMiss(KeyError):
 
 
 def teacher_fingerprint(checkpoint: str | Path | None = None, model: torch.nn.Module | None = None) -> str:
-    """sha256 identifying the teacher's weights: the checkpoint's `weights_sha256` (or the sha256 of
-    its weights file), else a hash of the model's state dict (names, dtypes, shapes and bytes)."""
+    """sha256 identifying the teacher's weights: the checkpoint's (`emodistill.core.checkpoint.fingerprint`),
+    else a hash of the model's state dict (names, dtypes, shapes and bytes)."""
     if checkpoint is not None:
-        d = Path(checkpoint)
-        d = d.parent if d.suffix == ".safetensors" else d
-        meta = d / "checkpoint.json"
-        if meta.exists():
-            sha = json.loads(meta.read_text()).get("weights_sha256")
-            if sha:
-                return sha
-        weights = d / "model.safetensors"
-        if not weights.exists():
-            raise FileNotFoundError(f"teacher checkpoint {d}: neither checkpoint.json nor model.safetensors found")
-        return sha256_file(weights)
+        return fingerprint(checkpoint)
     if model is None:
         raise ValueError("teacher_fingerprint needs a checkpoint path or a model")
     h = hashlib.sha256()

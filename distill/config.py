@@ -5,7 +5,8 @@
     student      the student preset and its overrides
     distill      the loss terms (name -> registered loss, weight schedule, args), the teacher-output
                  cache, `kd: false` for the CE-only baseline, label_fraction for unlabeled transfer sets
-    train        optimiser, schedule, epochs, precision, checkpoints, early stopping
+    train        optimiser, schedule, epochs, precision, checkpoints, early stopping: the shared
+                 `train:` schema of emodistill.core.train (the same keys as teacher recipes)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import Field, model_validator
 
 from emodistill.core.config import BaseConfig
 from emodistill.core.data import DataConfig
+from emodistill.core.train import TrainConfig
 
 from .toy import ToyDataConfig
 
@@ -79,29 +81,19 @@ class DistillSection(BaseConfig):
         "as many steps as the KD arm's")
 
 
-class TrainSection(BaseConfig):
-    epochs: int = Field(20, ge=1, description="maximum epochs")
-    batch_size: int = Field(16, ge=1, description="per-process training batch size")
-    eval_batch_size: int = Field(32, ge=1, description="per-process evaluation batch size")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    lr: float = Field(2e-3, gt=0, description="peak learning rate")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (not on 1-D parameters)")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
-    warmup_epochs: float = Field(1.0, ge=0, description="linear lr warm-up length in epochs")
-    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of the peak lr")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that supports it, fp16 on other GPUs, none on CPU")
-    metric: Literal["accuracy", "uar", "macro_f1"] = Field("accuracy", description="val metric choosing the best epoch")
-    patience: int = Field(5, ge=1, description="early stopping: epochs without val improvement")
-    modality_dropout: float = Field(0.0, ge=0, lt=0.5, description="per-sample probability of dropping audio "
-                                    "(and, independently, video; never both) for the student during training")
-    eval_missing: bool = Field(True, description="also test the best student with audio / video missing")
+class TrainSection(TrainConfig):
+    """The shared `train:` schema (emodistill.core.train.TrainConfig) plus what only distillation has."""
+
     eval_teacher: bool = Field(True, description="also evaluate the teacher on val and test")
     save_every_steps: int = Field(0, ge=0, description="also write the resumable state every N optimiser steps")
-    log_every: int = Field(10, ge=1, description="TensorBoard logging period in optimiser steps")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None = torch default)")
+
+    @model_validator(mode="after")
+    def _no_lr_scales(self):
+        for key in ("encoder_lr_scale", "backbone_lr_scale"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key} is a teacher fine-tuning knob; distillation trains every student "
+                                 "parameter at train.lr")
+        return self
 
 
 class DistillConfig(BaseConfig):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import math
 import shlex
 import sys
 import time
@@ -32,17 +31,18 @@ if __package__ in (None, ""):  # run as a script: import the repository, not thi
     sys.path.insert(0, str(_here.parent))
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from emodistill.core.checkpoint import WEIGHTS, check_meta, load_checkpoint, read_meta, save_checkpoint
+from emodistill.core.checkpoint import check_meta, load_checkpoint, read_meta, save_checkpoint
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.contract import Preprocess
 from emodistill.core.evaluate import evaluate, modality_dropout_mask
-from emodistill.core.optim import split_decay, warmup_cosine
-from emodistill.core.utils import (atomic_path, check_run_folder, finish_distributed, move_aside, seed_everything,
-                              setup_logging, stable_hash, write_json_atomic)
+from emodistill.core.optim import split_decay
+from emodistill.core.train import (METRIC_KEYS, add_recipe_args, build_accelerator, build_scheduler, evaluate_splits,
+                                   final_test, finish_run, flat_config, keep_best, new_book, optimizer_step)
+from emodistill.core.utils import atomic_path, check_run_folder, move_aside, seed_everything, setup_logging, stable_hash
 
 from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
 from distill.config import DistillConfig
@@ -55,25 +55,6 @@ from distill.state import latest_state, load_state, rng_state, save_state, set_r
 logger = logging.getLogger("distill.run")
 
 HEADS = "distill_heads.safetensors"
-METRIC_KEYS = ("accuracy", "uar", "war", "macro_f1")
-
-
-def _mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def _flat(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
 
 
 def build_student(cfg: DistillConfig, num_classes: int) -> torch.nn.Module:
@@ -205,32 +186,10 @@ def preflight(cfg: DistillConfig, resume: bool = False, force: bool = False) -> 
     return check_run_folder(cfg.output_dir, resume=resume, force=force)
 
 
-def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bool = False) -> dict:
-    """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, gather_object
-
-    previous = preflight(cfg, resume, force)
-
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    tc = cfg.train
-    out = Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision),
-                              gradient_accumulation_steps=tc.grad_accum, log_with="tensorboard",
-                              project_dir=str(out), cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    main, device = accelerator.is_main_process, accelerator.device
-    if force and previous and main:
-        move_aside(out, previous)
-    accelerator.wait_for_everyone()
-    seed_everything(cfg.seed)
-
-    splits, preprocess, context = build_data(cfg, accelerator)
-    train_ds, val_ds, test_ds = splits["train"], splits["val"], splits["test"]
+def build_distiller(cfg: DistillConfig, train_ds, preprocess: Preprocess) -> tuple[Distiller, dict]:
+    """The student (built first), the teacher (when a loss term needs one) and the loss terms ->
+    (distiller, {"teacher", "teacher_hash", "with_teacher", "clean", "live_clean"})."""
     names, num_classes = list(train_ds.class_names), train_ds.num_classes
-    logger.info("train/val/test clips: %d/%d/%d, %d classes", len(train_ds), len(val_ds), len(test_ds), num_classes)
-
     with_teacher = cfg.distill.kd and any(s.enabled and needs_teacher(s.loss or n)
                                           for n, s in cfg.distill.losses.items())
     # the student first: loading a teacher builds (random-init) modules too, and the KD and CE-only arms of
@@ -243,7 +202,104 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
     live_clean = clean and teacher is not None and not cfg.distill.cache  # the loader also reads the clean clip
     distiller = Distiller(student, teacher, build_terms(cfg, student, teacher),
                           teacher_inputs=clean_teacher_inputs if live_clean else av_inputs_full)
-    n_student = sum(p.numel() for p in student.parameters())
+    return distiller, {"teacher": teacher, "teacher_hash": teacher_hash, "with_teacher": with_teacher,
+                       "clean": clean, "live_clean": live_clean}
+
+
+def evaluate_teacher(cfg: DistillConfig, accelerator, teacher: torch.nn.Module | None, val_loader, test_loader,
+                     num_classes: int) -> dict:
+    """Move the frozen teacher to the device (never wrapped for gradient sync) and, with train.eval_teacher,
+    evaluate it like the student's final test: what the teacher knows bounds what KD can transfer."""
+    if teacher is None:
+        return {}
+    teacher.to(accelerator.device)
+    if not cfg.train.eval_teacher:
+        return {}
+    metrics = evaluate_splits(teacher, accelerator, val_loader, test_loader, num_classes,
+                              eval_missing=cfg.train.eval_missing)
+    logger.info("teacher: %s", ", ".join(f"{k} acc {v['accuracy']:.4f}" for k, v in metrics.items()))
+    return metrics
+
+
+def build_train_loader(cfg: DistillConfig, accelerator, distiller: Distiller, train_ds, context: dict,
+                       setup: dict) -> tuple[Dataset, DataLoader, dict, dict]:
+    """Teacher-output cache (then the distiller drops its teacher), the semi-supervised regime and the
+    seeded loader -> (train items, loader (not yet prepared), regime, cache statistics)."""
+    collate, cache_info = None, {}
+    if setup["teacher"] is not None and cfg.distill.cache:
+        collate, cache_info = cache_teacher_outputs(cfg, accelerator, distiller, setup["teacher_hash"], train_ds,
+                                                    context, view=CLEAN_VIEW if setup["clean"] else None)
+        distiller.set_teacher(None)  # every target comes from the cache now
+    train_items = CleanTeacherView(train_ds) if setup["live_clean"] else train_ds
+    # semi-supervised regime: the KD arm gets every clip (the unlabelled ones with teacher targets only), the
+    # CE-only arm the labelled clips alone
+    train_items, regime = semi_supervised(train_items, train_ds, cfg.distill.label_fraction, cfg.seed,
+                                          with_teacher=setup["with_teacher"],
+                                          matched_steps=cfg.distill.baseline_steps == "matched")
+    logger.info("regime: %d labelled + %d unlabelled train clips (label fraction %g)%s", regime["labelled_clips"],
+                regime["unlabelled_clips"], regime["label_fraction"],
+                f", labelled clips x{regime['repeats']} per epoch" if regime["repeats"] > 1 else "")
+    # a private generator: DataLoader iterators must not consume the global RNG (exact resume)
+    loader = DataLoader(train_items, batch_size=cfg.train.batch_size, sampler=EpochShuffle(len(train_items), cfg.seed),
+                        drop_last=True, num_workers=cfg.train.num_workers, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    return train_items, loader, regime, cache_info
+
+
+def resume_state(state_root: Path, accelerator, core: Distiller, optimizer, scheduler, config_hash: str) -> dict | None:
+    """Restore the latest state under `state_root` into the model, optimiser, scheduler, grad scaler and this
+    process's RNG -> {"step", "epoch", "batch", "book", "partial"} where to go on (None: nothing to resume)."""
+    found = latest_state(state_root)
+    if found is None:
+        logger.warning("--resume: no training state under %s; starting from scratch", state_root)
+        return None
+    meta = load_state(found, model=core, optimizer=optimizer, scheduler=scheduler)
+    pos, extra = meta["position"], meta["extra"]
+    if extra.get("config_hash") != config_hash:
+        logger.warning("--resume: the config differs from the one that wrote %s", found)
+    at = {"step": pos["step"], "epoch": pos["epoch"], "batch": pos["batch"], "book": extra["book"],
+          "partial": pos.get("partial", {})}
+    if accelerator.scaler is not None and extra.get("grad_scaler"):  # fp16 loss scale
+        accelerator.scaler.load_state_dict(extra["grad_scaler"])
+    if pos["epoch_done"]:
+        at.update(epoch=at["epoch"] + 1, batch=0, partial={})
+    rngs = meta["rng"]
+    if len(rngs) != accelerator.num_processes:
+        logger.warning("--resume: state has %d process RNG states, this run %d", len(rngs), accelerator.num_processes)
+    set_rng_state(rngs[accelerator.process_index % len(rngs)])
+    logger.info("resumed from %s: epoch %d, batch %d, step %d", found, at["epoch"] + 1, at["batch"], at["step"])
+    return at
+
+
+def save_best(best_dir: Path, core: Distiller, preprocess: Preprocess, names: list[str], extra: dict) -> None:
+    """The best student as a checkpoint, its loss modules (projectors) beside it."""
+    save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names, extra=extra)
+    heads = {k: v.detach().cpu().contiguous() for k, v in core.criteria.state_dict().items()}
+    if heads:  # projectors: trained with the student, kept beside it, never exported
+        with atomic_path(best_dir / HEADS) as tmp:
+            save_file(heads, str(tmp))
+
+
+def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bool = False) -> dict:
+    """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`."""
+    from accelerate.utils import DistributedDataParallelKwargs, gather_object
+
+    previous = preflight(cfg, resume, force)
+    tc, out = cfg.train, Path(cfg.output_dir)
+    accelerator = build_accelerator(tc, out,
+                                    kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    main, device = accelerator.is_main_process, accelerator.device
+    if force and previous and main:
+        move_aside(out, previous)
+    accelerator.wait_for_everyone()
+    seed_everything(cfg.seed)
+
+    splits, preprocess, context = build_data(cfg, accelerator)
+    train_ds, val_ds, test_ds = splits["train"], splits["val"], splits["test"]
+    names, num_classes = list(train_ds.class_names), train_ds.num_classes
+    logger.info("train/val/test clips: %d/%d/%d, %d classes", len(train_ds), len(val_ds), len(test_ds), num_classes)
+    distiller, setup = build_distiller(cfg, train_ds, preprocess)
+    n_student = sum(p.numel() for p in distiller.student.parameters())
     n_heads = sum(p.numel() for p in distiller.criteria.parameters())
     logger.info("student %s: %.3fM parameters; loss modules (projectors): %d; terms: %s", cfg.student.name,
                 n_student / 1e6, n_heads, {n: repr(w) for n, w in distiller.weights.items()})
@@ -251,77 +307,29 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
     val_loader = DataLoader(val_ds, batch_size=tc.eval_batch_size, num_workers=tc.num_workers)
     test_loader = DataLoader(test_ds, batch_size=tc.eval_batch_size, num_workers=tc.num_workers)
     val_loader, test_loader = accelerator.prepare(val_loader, test_loader)
-
-    teacher_metrics = {}
-    if teacher is not None:
-        teacher.to(device)  # moved only: the frozen teacher is never wrapped for gradient sync
-        if tc.eval_teacher:
-            # what the teacher knows bounds what KD can transfer: also test it with each modality missing
-            runs = [("val", val_loader, None), ("test", test_loader, None)]
-            if tc.eval_missing:
-                runs += [("test_missing_audio", test_loader, "audio"), ("test_missing_video", test_loader, "video")]
-            with accelerator.autocast():
-                teacher_metrics = {name: evaluate(teacher, loader, num_classes, accelerator, missing=missing)
-                                   for name, loader, missing in runs}
-            logger.info("teacher: %s", ", ".join(f"{k} acc {v['accuracy']:.4f}" for k, v in teacher_metrics.items()))
-    collate, cache_info = None, {}
-    if teacher is not None and cfg.distill.cache:
-        collate, cache_info = cache_teacher_outputs(cfg, accelerator, distiller, teacher_hash, train_ds, context,
-                                                    view=CLEAN_VIEW if clean else None)
-        distiller.set_teacher(None)  # every target comes from the cache now
-        del teacher
+    teacher_metrics = evaluate_teacher(cfg, accelerator, setup["teacher"], val_loader, test_loader, num_classes)
+    train_items, train_loader, regime, cache_info = build_train_loader(cfg, accelerator, distiller, train_ds, context,
+                                                                       setup)
+    if distiller.teacher is None:
+        setup["teacher"] = None  # cached: free the teacher before training
         gc.collect()
-    train_items = CleanTeacherView(train_ds) if live_clean else train_ds
-    # semi-supervised regime: the KD arm gets every clip (the unlabelled ones with teacher targets only), the
-    # CE-only arm the labelled clips alone
-    train_items, regime = semi_supervised(train_items, train_ds, cfg.distill.label_fraction, cfg.seed,
-                                          with_teacher=with_teacher,
-                                          matched_steps=cfg.distill.baseline_steps == "matched")
-    logger.info("regime: %d labelled + %d unlabelled train clips (label fraction %g)%s", regime["labelled_clips"],
-                regime["unlabelled_clips"], regime["label_fraction"],
-                f", labelled clips x{regime['repeats']} per epoch" if regime["repeats"] > 1 else "")
-
-    sampler = EpochShuffle(len(train_items), cfg.seed)
-    # a private generator: DataLoader iterators must not consume the global RNG (exact resume)
-    train_loader = DataLoader(train_items, batch_size=tc.batch_size, sampler=sampler, drop_last=True,
-                              num_workers=tc.num_workers, collate_fn=collate,
-                              generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = torch.optim.AdamW(split_decay(distiller.named_parameters(), tc.lr, tc.weight_decay), lr=tc.lr,
                                   betas=tc.betas)
     distiller, optimizer, train_loader = accelerator.prepare(distiller, optimizer, train_loader)
     core: Distiller = accelerator.unwrap_model(distiller)
-    steps_per_epoch = math.ceil(len(train_loader) / tc.grad_accum)
-    scheduler = warmup_cosine(optimizer.optimizer, int(tc.warmup_epochs * steps_per_epoch),
-                              steps_per_epoch * tc.epochs, tc.min_lr_ratio)
-    accelerator.init_trackers("distill", config=_flat(cfg.model_dump(mode="json")))
+    scheduler = build_scheduler(optimizer.optimizer, tc, len(train_loader))
+    accelerator.init_trackers("distill", config=flat_config(cfg.model_dump(mode="json")))
 
     state_root, best_dir = out / "state", out / "best"
-    # where the run lives is not part of what it computes: a moved run folder resumes without a warning
-    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={"train": {"epochs"}, "output_dir": True}))
-    step, start_epoch, skip, partial = 0, 0, 0, {}
-    book = {"best": -1.0, "best_epoch": -1, "stale": 0, "stopped": False, "history": []}
+    # where the run lives is not part of what it computes: a moved run folder resumes without a warning; the
+    # teacher-only lr scales are always unset here (and absent from states written before they existed)
+    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={
+        "train": {"epochs", "encoder_lr_scale", "backbone_lr_scale"}, "output_dir": True}))
+    step, start_epoch, skip, partial, book = 0, 0, 0, {}, new_book()
     seed_everything(cfg.seed + accelerator.process_index)  # per-process dropout / modality-dropout streams
-    if resume:
-        found = latest_state(state_root)
-        if found is None:
-            logger.warning("--resume: no training state under %s; starting from scratch", state_root)
-        else:
-            meta = load_state(found, model=core, optimizer=optimizer, scheduler=scheduler)
-            pos, extra = meta["position"], meta["extra"]
-            if extra.get("config_hash") != config_hash:
-                logger.warning("--resume: the config differs from the one that wrote %s", found)
-            step, start_epoch, skip, book = pos["step"], pos["epoch"], pos["batch"], extra["book"]
-            partial = pos.get("partial", {})
-            if accelerator.scaler is not None and extra.get("grad_scaler"):  # fp16 loss scale
-                accelerator.scaler.load_state_dict(extra["grad_scaler"])
-            if pos["epoch_done"]:
-                start_epoch, skip, partial = start_epoch + 1, 0, {}
-            rngs = meta["rng"]
-            if len(rngs) != accelerator.num_processes:
-                logger.warning("--resume: state has %d process RNG states, this run %d", len(rngs),
-                               accelerator.num_processes)
-            set_rng_state(rngs[accelerator.process_index % len(rngs)])
-            logger.info("resumed from %s: epoch %d, batch %d, step %d", found, start_epoch + 1, skip, step)
+    at = resume_state(state_root, accelerator, core, optimizer, scheduler, config_hash) if resume else None
+    if at:
+        step, start_epoch, skip, partial, book = at["step"], at["epoch"], at["batch"], at["partial"], at["book"]
 
     def save_training_state(epoch: int, batch: int, epoch_done: bool, partial: dict | None = None) -> None:
         rngs = gather_object([rng_state()])
@@ -353,12 +361,7 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
                 batch["modality_mask"] = modality_dropout_mask(batch["video"].shape[0], tc.modality_dropout, device)
                 res = distiller(batch, step=step)
                 accelerator.backward(res["loss"])
-                if accelerator.sync_gradients and tc.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(distiller.parameters(), tc.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
+                optimizer_step(accelerator, distiller, optimizer, scheduler, tc.max_grad_norm)
             batch_idx += 1
             n = batch["label"].shape[0]
             seen += n
@@ -379,28 +382,17 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
                        for k, v in sorted(sums.items())}
         with accelerator.autocast():
             val = evaluate(core.student, val_loader, num_classes, accelerator)
-        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": epoch_seconds,
-               **{f"train_{k}": v for k, v in train_means.items()},
-               **{f"val_{k}": val[k] for k in METRIC_KEYS}}
-        book["history"].append(row)
+        book["history"].append({"epoch": epoch + 1, "step": step, "epoch_seconds": epoch_seconds,
+                                **{f"train_{k}": v for k, v in train_means.items()},
+                                **{f"val_{k}": val[k] for k in METRIC_KEYS}})
         accelerator.log({**{f"train/epoch_{k}": v for k, v in train_means.items()},
                          **{f"val/{k}": val[k] for k in METRIC_KEYS}, "time/epoch_seconds": epoch_seconds}, step=step)
-        improved = val[tc.metric] > book["best"]
-        if improved:
-            book.update(best=val[tc.metric], best_epoch=epoch + 1, stale=0)
-            if main:
-                save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names,
-                                extra={"distill": {"epoch": epoch + 1, "val": val, "teacher": cfg.teacher.checkpoint,
-                                                   "kd": with_teacher, "regime": regime,
-                                                   "teacher_sha256": teacher_hash, "config": cfg.model_dump(mode="json")}})
-                heads = {k: v.detach().cpu().contiguous() for k, v in core.criteria.state_dict().items()}
-                if heads:  # projectors: trained with the student, kept beside it, never exported
-                    with atomic_path(best_dir / HEADS) as tmp:
-                        save_file(heads, str(tmp))
-        else:
-            book["stale"] += 1
-        if book["stale"] >= tc.patience:
-            book["stopped"] = True
+        improved = keep_best(book, val[tc.metric], epoch + 1, tc.patience)
+        if improved and main:
+            save_best(best_dir, core, preprocess, names, {"distill": {
+                "epoch": epoch + 1, "val": val, "teacher": cfg.teacher.checkpoint, "kd": setup["with_teacher"],
+                "regime": regime, "teacher_sha256": setup["teacher_hash"], "config": cfg.model_dump(mode="json")}})
+        if book["stopped"]:
             logger.info("early stopping: no val %s improvement for %d epochs", tc.metric, book["stale"])
         if main:
             logger.info("epoch %d: loss %.4f  val acc %.4f uar %.4f f1 %.4f  (%.1f s)%s", epoch + 1,
@@ -409,17 +401,9 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
         save_training_state(epoch, batch_idx, epoch_done=True)
     train_seconds = time.perf_counter() - start
 
-    if not (best_dir / WEIGHTS).exists():
-        raise RuntimeError(f"no best checkpoint in {best_dir}: the run trained no epoch")
-    core.student.load_state_dict(load_file(str(best_dir / WEIGHTS)))  # copied onto the params' device
-    results = {}
-    with accelerator.autocast():
-        for name, loader, missing in [("val", val_loader, None), ("test", test_loader, None),
-                                      ("test_missing_audio", test_loader, "audio"),
-                                      ("test_missing_video", test_loader, "video")]:
-            if missing and not tc.eval_missing:
-                continue
-            results[name] = evaluate(core.student, loader, num_classes, accelerator, missing=missing)
+    results = final_test(core.student, best_dir, accelerator, val_loader, test_loader, num_classes,
+                         eval_missing=tc.eval_missing,
+                         expect={"preprocess": preprocess, "class_names": names, "family": core.student.family})
     history = book["history"]
     metrics = {"student": cfg.student.name, "teacher": cfg.teacher.checkpoint or cfg.teacher.name,
                "kd": cfg.distill.kd, "seed": cfg.seed, "regime": regime, "best_epoch": book["best_epoch"],
@@ -428,28 +412,16 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
                "train_seconds": train_seconds, "cache": cache_info, "student_parameters": n_student,
                "projector_parameters": n_heads, "checkpoint": str(best_dir), "num_processes": accelerator.num_processes,
                "command": command}
-    if main:
-        write_json_atomic(out / "metrics.json", metrics)
-        t = results["test"]
-        logger.info("best epoch %d: val acc %.4f, test acc %.4f (UAR %.4f, macro-F1 %.4f)%s; %.0f s; %s",
-                    book["best_epoch"], results["val"]["accuracy"], t["accuracy"], t["uar"], t["macro_f1"],
-                    "".join(f", {k} {results[k]['accuracy']:.4f}" for k in results if k.startswith("test_missing")),
-                    train_seconds, out / "metrics.json")
-    finish_distributed(accelerator)
-    return metrics
+    return finish_run(accelerator, out, metrics)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML recipe (configs/distill/*.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set distill.kd=false --set train.epochs=5")
+    add_recipe_args(parser, "configs/distill/*.yaml", "--set distill.kd=false --set train.epochs=5",
+                    "best/, metrics.json and state/")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output_dir>/state exactly where the last run stopped")
-    parser.add_argument("--force", action="store_true",
-                        help="start over in an output_dir that holds a run: its best/, metrics.json and state/ are "
-                             "moved to <output_dir>/replaced-<UTC time>/ first")
     return parser
 
 

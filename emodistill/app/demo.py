@@ -32,10 +32,15 @@ BUDGET_OK = (0, 3)
 
 def find_checkpoint(run_dir: Path) -> Path:
     """The best checkpoint a training run wrote (`best/` by convention, else the run folder itself)."""
+    from ..core.checkpoint import CheckpointError, read_meta  # torch-heavy: not on the CLI's start-up path
+
     for cand in (run_dir / "best", run_dir / "checkpoint", run_dir):
-        if (cand / "checkpoint.json").exists():
+        try:
+            read_meta(cand)
             return cand
-    raise FileNotFoundError(f"no checkpoint.json under {run_dir}")
+        except CheckpointError:
+            continue
+    raise FileNotFoundError(f"no checkpoint under {run_dir} (looked in best/, checkpoint/ and the folder itself)")
 
 
 class Stages:
@@ -77,8 +82,7 @@ def run_demo(out: str | Path = "outputs/demo", size: str = "default", epochs: in
     st = Stages(out, force)
     data = out / "data"
     sets = (lambda *kv: [a for k in kv for a in ("--set", k)])
-    ep = [f"epochs={epochs}"] if epochs else []
-    t_ep = [f"train.epochs={epochs}"] if epochs else []
+    ep = [f"train.epochs={epochs}"] if epochs else []
 
     st.run("synth", ["data", "synth", "--out", str(data), "--size", size, "--seed", str(seed)],
            [data])
@@ -86,7 +90,7 @@ def run_demo(out: str | Path = "outputs/demo", size: str = "default", epochs: in
                        *sets(f"data.root={data}", f"output_dir={out / 'teacher'}", f"seed={seed}", *ep)],
            [out / "teacher"])
     teacher = find_checkpoint(out / "teacher")
-    common = [f"data.root={data}", f"teacher.checkpoint={teacher}", f"seed={seed}", *t_ep]
+    common = [f"data.root={data}", f"teacher.checkpoint={teacher}", f"seed={seed}", *ep]
     st.run("distill_kd", ["distill", "--config", DISTILL_CONFIG, *sets(*common, f"output_dir={out / 'student_kd'}")],
            [out / "student_kd"])
     st.run("distill_ce", ["distill", "--config", DISTILL_CONFIG,

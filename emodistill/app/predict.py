@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.checkpoint import META, WEIGHTS, load_checkpoint
+from ..core.checkpoint import is_checkpoint_path, load_checkpoint
 from ..core.contract import Preprocess
 from ..core.utils import read_json, sha256_file
 
@@ -30,7 +30,7 @@ class ContractError(ValueError):
 
 def find_sidecar(artifact: Path) -> Path:
     for cand in (artifact.with_suffix(".json"), artifact.parent / "sidecar.json"):
-        if cand.exists() and cand.name != META:
+        if cand.exists() and not is_checkpoint_path(cand):  # not the checkpoint's own JSON
             return cand
     raise ContractError(f"{artifact}: no sidecar JSON next to it (looked for {artifact.with_suffix('.json').name} "
                         "and sidecar.json); export writes one, and predict needs its input contract")
@@ -87,7 +87,7 @@ class Predictor:
         if not self.path.exists():
             raise FileNotFoundError(f"model not found: {self.path}")
         self.verdict = None  # the export's budget verdict, when the artifact has a sidecar
-        if self.path.is_dir() or self.path.suffix == ".safetensors" or self.path.name == META:
+        if is_checkpoint_path(self.path):
             self.kind = "checkpoint"
             self.model, meta = load_checkpoint(self.path)
             self.preprocess = _preprocess(meta["preprocess"], self.path)

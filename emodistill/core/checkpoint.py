@@ -129,12 +129,63 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu", **expect: An
     diffs = check_meta(meta, **expect)
     if diffs:
         raise CheckpointError(f"{d} does not match:\n  " + "\n  ".join(diffs))
+    weights = _checked_weights(d, meta)
+    model = build_model(meta)
+    _load_state(model, weights, map_location)
+    model.eval()
+    return model, meta
+
+
+def is_checkpoint_path(path: str | Path) -> bool:
+    """Whether `path` names a checkpoint the way `load_checkpoint` accepts it: a folder, its weights file or its
+    metadata file (as opposed to an exported artifact such as model.onnx and its sidecar JSON)."""
+    p = Path(path)
+    return p.is_dir() or p.suffix == ".safetensors" or p.name == META
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 identifying a checkpoint's weights: the `weights_sha256` its metadata records, else (a folder with
+    weights only) the sha256 of its weights file. Cheap: the weights are hashed only when the JSON lacks it."""
+    d = _dir(path)
+    if (d / META).exists():
+        try:
+            sha = json.loads((d / META).read_text()).get("weights_sha256")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{d / META}: unreadable JSON: {e}") from None
+        if sha:
+            return sha
+    weights = d / WEIGHTS
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint {d}: neither {META} nor {WEIGHTS} found")
+    return sha256_file(weights)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, **expect: Any) -> dict:
+    """Load a checkpoint's weights into an existing `model` (strict: every key, every shape) -> its meta.
+
+    `expect` (preprocess=, class_names=, family=) is checked first and the weights against the sha256 in the
+    metadata, as in `load_checkpoint`; tensors are copied onto the device of `model`'s parameters."""
+    d = _dir(path)
+    meta = read_meta(d)
+    diffs = check_meta(meta, **expect)
+    if diffs:
+        raise CheckpointError(f"{d} does not match this run:\n  " + "\n  ".join(diffs))
+    _load_state(model, _checked_weights(d, meta), "cpu")
+    return meta
+
+
+def _checked_weights(d: Path, meta: dict) -> Path:
+    """`d`'s weights file, present and with the sha256 its metadata records."""
     weights = d / WEIGHTS
     if not weights.exists():
         raise CheckpointError(f"{d}: {WEIGHTS} is missing")
     if meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
         raise CheckpointError(f"{weights}: sha256 does not match {META} (torn or replaced weights)")
-    model = build_model(meta)
+    return weights
+
+
+def _load_state(model: torch.nn.Module, weights: Path, map_location: str) -> None:
+    """Load `weights` into `model`: readable safetensors, an exact fit (every key, every shape)."""
     try:
         state = load_file(str(weights), device=map_location)
     except Exception as e:  # SafetensorError (truncated / not safetensors) has no useful base class
@@ -146,6 +197,5 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu", **expect: An
         raise CheckpointError(f"{weights}: weights do not fit the model in {META}: {str(e).splitlines()[-1].strip()}"
                               ) from None
     if missing or unexpected:
-        raise CheckpointError(f"{d}: weights do not fit the model: missing={missing[:5]} unexpected={unexpected[:5]}")
-    model.eval()
-    return model, meta
+        raise CheckpointError(f"{weights.parent}: weights do not fit the model: missing={missing[:5]} "
+                              f"unexpected={unexpected[:5]}")

@@ -133,7 +133,7 @@ def test_live_clean_view_equals_cached_clean_view(setup):
 
 
 def test_teacher_fingerprint_from_checkpoint(tmp_path):
-    from emodistill.core.checkpoint import save_checkpoint
+    from emodistill.core.checkpoint import CheckpointError, save_checkpoint
     from emodistill.core.contract import Preprocess
 
     t = create_toy("toy_teacher")
@@ -142,7 +142,7 @@ def test_teacher_fingerprint_from_checkpoint(tmp_path):
     sha = json.loads((tmp_path / "a" / "checkpoint.json").read_text())["weights_sha256"]
     assert teacher_fingerprint(tmp_path / "a") == sha
     assert teacher_fingerprint(tmp_path / "a" / "model.safetensors") == sha
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError):
         teacher_fingerprint(tmp_path / "missing")
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emodistill.core.checkpoint import CheckpointError, load_checkpoint
-from emodistill.core.config import load_config
+from emodistill.core.checkpoint import CheckpointError, load_checkpoint, load_weights
+from emodistill.core.config import ConfigError, load_config
 from emodistill.core.data import build_datasets
 from teacher import TeacherModel, create_teacher
-from teacher.train import TeacherTrainConfig, load_best
+from teacher.train import TeacherTrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "teacher" / "tiny_synth.yaml"
@@ -41,6 +41,16 @@ def test_config_file_runs_its_first_line_command():
     assert cfg.model.name == "teacher_tiny"
     real = load_config(TeacherTrainConfig, REPO / "configs" / "teacher" / "lfm2_700m_ravdess.yaml")
     assert real.model.name == "teacher_lfm2_700m"
+
+
+def test_old_keys_say_where_they_moved(tmp_path):
+    """Teacher recipes written before the shared `train:` section fail with the new place of each key."""
+    with pytest.raises(ConfigError, match=r"'optim.lr' is now 'train.lr'.*'epochs' is now 'train.epochs'"):
+        load_config(TeacherTrainConfig, None, ["data.root=x", "optim.lr=0.01", "epochs=3"])
+    with pytest.raises(ConfigError, match=r"'patience' is now 'train.patience'"):
+        load_config(TeacherTrainConfig, CONFIG, ["patience=3"])
+    cfg = load_config(TeacherTrainConfig, CONFIG, ["train.lr=0.01", "train.patience=3"])
+    assert cfg.train.lr == 0.01 and cfg.train.patience == 3 and cfg.train.encoder_lr_scale == 1.0
 
 
 def test_few_steps_reduce_the_loss(synth_small, tmp_path):
@@ -70,21 +80,22 @@ def test_train_script_end_to_end(synth_small, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "teacher" / "train.py"), "--config", str(CONFIG),
-           "--set", f"data.root={synth_small}", "--set", f"output_dir={out}", "--set", "epochs=2",
-           "--set", "data.workers=0", "--set", "batch_size=8", "--set", "model.overrides.num_layers=2"]
+           "--set", f"data.root={synth_small}", "--set", f"output_dir={out}", "--set", "train.epochs=2",
+           "--set", "data.workers=0", "--set", "train.batch_size=8", "--set", "model.overrides.num_layers=2"]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["selected_on"] == "val_accuracy" and 1 <= metrics["best_epoch"] <= 2
     assert len(metrics["history"]) == 2
-    for split in ("val", "test"):
+    for split in ("val", "test", "test_missing_audio", "test_missing_video"):  # the shared final test
         assert {"accuracy", "uar", "war", "macro_f1"} <= set(metrics[split]) and metrics[split]["num_samples"] > 0
     assert list(out.rglob("events.out.tfevents*"))
     cfg = _cfg(synth_small, out)
     names = build_datasets(cfg.data, progress=False)["train"].class_names
     model, meta = load_checkpoint(out / "best", preprocess=cfg.data.preprocess, class_names=names, family="teacher")
     assert isinstance(model, TeacherModel) and len(model.backbone.layers) == 2
-    assert meta["metrics"]["epoch"] == metrics["best_epoch"] and meta["train_config"]["epochs"] == 2
+    assert meta["metrics"]["epoch"] == metrics["best_epoch"] and meta["train_config"]["train"]["epochs"] == 2
     assert meta["train_clips"] == len(build_datasets(cfg.data, progress=False)["train"])  # the report's regime line
     with pytest.raises(CheckpointError, match="class_names"):
-        load_best(model, out / "best", cfg.data.preprocess, list(reversed(names)))
+        load_weights(model, out / "best", preprocess=cfg.data.preprocess, class_names=list(reversed(names)),
+                     family="teacher")
