@@ -156,8 +156,9 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
     counts = model.count_parameters()
     logger.info("%s: %.2fM parameters (%.2fM trainable)", cfg.model.name, counts["total"] / 1e6,
                 counts["trainable"] / 1e6)
-    groups = model.param_groups(cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.encoder_lr_scale,
-                                cfg.optim.backbone_lr_scale)
+    scale = {"vision": cfg.optim.encoder_lr_scale, "audio": cfg.optim.encoder_lr_scale,
+             "backbone": cfg.optim.backbone_lr_scale}
+    groups = model.param_groups(cfg.optim.lr, cfg.optim.weight_decay, scale)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas)
 
     g = torch.Generator().manual_seed(cfg.seed)
