@@ -4,6 +4,7 @@ family whose package was not imported fail with a clear error."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,7 +107,7 @@ def test_registries():
         create_model("student_xs").param_groups(1e-3, lr_scale={"vision": 0.1})
 
 
-def _toy_checkpoint(folder: Path, **meta) -> Path:
+def _student_checkpoint(folder: Path, **meta) -> Path:
     model = create_model("student_xs", num_classes=2)
     pre = Preprocess(num_frames=8, image_size=64, clip_seconds=2.0)
     save_checkpoint(folder, model, preprocess=pre, class_names=["a", "b"])
@@ -117,18 +118,18 @@ def _toy_checkpoint(folder: Path, **meta) -> Path:
 
 
 def test_an_unregistered_family_is_a_clear_error(tmp_path):
-    ck = _toy_checkpoint(tmp_path / "ck", family="fancy")
+    ck = _student_checkpoint(tmp_path / "ck", family="fancy")
     with pytest.raises(CheckpointError, match=r"model family 'fancy' is not registered.*import the package"):
         load_checkpoint(ck)
 
 
 def test_loading_without_importing_the_family_names_the_package(tmp_path):
-    ck = _toy_checkpoint(tmp_path / "ck")
+    ck = _student_checkpoint(tmp_path / "ck")
     code = ("from emodistill.core.checkpoint import CheckpointError, load_checkpoint\n"
             f"try:\n    load_checkpoint({str(ck)!r})\nexcept CheckpointError as e:\n    print('ERROR', e)\n"
             "import student\nprint('LOADED', type(load_checkpoint(" + repr(str(ck)) + ")[0]).__name__)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ERROR" in r.stdout and "'student' is not registered" in r.stdout and "import student" in r.stdout
     assert "LOADED StudentModel" in r.stdout
