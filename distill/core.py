@@ -25,7 +25,8 @@ InputFn = Callable[[dict], dict]
 
 
 def av_inputs(batch: dict) -> dict:
-    """Model kwargs for the emodistill interface: video [B,T,3,H,W], audio [B,N], optional modality_mask [B,2]."""
+    """Model kwargs of the model contract (emodistill.core.model): video [B,T,3,H,W], audio [B,N], optional
+    modality_mask [B,2]."""
     kw = {"video": batch["video"], "audio": batch["audio"]}
     if batch.get("modality_mask") is not None:
         kw["modality_mask"] = batch["modality_mask"]

@@ -57,21 +57,40 @@ logger = logging.getLogger("distill.run")
 HEADS = "distill_heads.safetensors"
 
 
+def _import_models(role: str) -> None:
+    """Import (which registers) the model packages whose presets and checkpoints can play `role`."""
+    import distill.toy  # noqa: F401
+
+    if role == "student":
+        import student  # noqa: F401
+    else:
+        import teacher  # noqa: F401
+
+
+def create_for_run(cfg: DistillConfig, role: str, name: str, num_classes: int, overrides: dict) -> torch.nn.Module:
+    """A registered preset (emodistill.core.model) with the run's classes; presets tagged `input_sized` (the toys)
+    also get the clips' frames T and samples N."""
+    from emodistill.core.model import create_model, model_tags
+
+    _import_models(role)
+    kw = {"num_classes": num_classes}
+    if model_tags(name).get("input_sized"):
+        if cfg.toy is not None:
+            kw.update(frames=cfg.toy.frames, samples=cfg.toy.samples)
+        else:
+            kw.update(frames=cfg.data.preprocess.num_frames, samples=cfg.data.preprocess.num_samples)
+    return create_model(name, **kw, **overrides)
+
+
 def build_student(cfg: DistillConfig, num_classes: int) -> torch.nn.Module:
-    if cfg.student.name.startswith("toy_"):
-        from distill.toy import create_toy
-
-        return create_toy(cfg.student.name, num_classes=num_classes, frames=cfg.toy.frames,
-                          samples=cfg.toy.samples, **cfg.student.overrides)
-    from student import create_student
-
-    return create_student(cfg.student.name, num_classes=num_classes, **cfg.student.overrides)
+    return create_for_run(cfg, "student", cfg.student.name, num_classes, cfg.student.overrides)
 
 
 def load_teacher(cfg: DistillConfig, class_names: list[str], preprocess: Preprocess) -> tuple[torch.nn.Module, str]:
     """(frozen teacher in eval mode, sha256 fingerprint of its weights)."""
     t = cfg.teacher
     if t.checkpoint:
+        _import_models("teacher")  # load_checkpoint rebuilds the teacher through its registered family
         meta = read_meta(t.checkpoint)
         diffs = check_meta(meta, preprocess=preprocess)
         if diffs:
@@ -79,15 +98,7 @@ def load_teacher(cfg: DistillConfig, class_names: list[str], preprocess: Preproc
                            "inputs):\n  %s", t.checkpoint, "\n  ".join(diffs))
         model, _ = load_checkpoint(t.checkpoint, class_names=class_names, family="teacher")
         return model, teacher_fingerprint(t.checkpoint)
-    if t.name.startswith("toy_"):
-        from distill.toy import create_toy
-
-        model = create_toy(t.name, num_classes=len(class_names), frames=cfg.toy.frames, samples=cfg.toy.samples,
-                           **t.overrides)
-    else:
-        from teacher import create_teacher
-
-        model = create_teacher(t.name, num_classes=len(class_names), **t.overrides)
+    model = create_for_run(cfg, "teacher", t.name, len(class_names), t.overrides)
     logger.warning("teacher %r is UNTRAINED (no teacher.checkpoint): only for smoke tests", t.name)
     return model.eval(), teacher_fingerprint(model=model)
 
@@ -95,8 +106,8 @@ def load_teacher(cfg: DistillConfig, class_names: list[str], preprocess: Preproc
 def build_terms(cfg: DistillConfig, student: torch.nn.Module, teacher: torch.nn.Module | None) -> list[LossTerm]:
     """Loss terms from `distill.losses` (teacher terms dropped when distill.kd is false)."""
     terms = []
-    s_dims = student.feature_dims() if hasattr(student, "feature_dims") else {}
-    t_dims = teacher.feature_dims() if teacher is not None and hasattr(teacher, "feature_dims") else {}
+    s_dims = student.feature_dims()
+    t_dims = teacher.feature_dims() if teacher is not None else {}
     for name, sec in cfg.distill.losses.items():
         loss = sec.loss or name
         if not sec.enabled or (not cfg.distill.kd and needs_teacher(loss)):
@@ -157,24 +168,15 @@ def preflight(cfg: DistillConfig, resume: bool = False, force: bool = False) -> 
 
     if resume and force:
         raise ValueError("--resume continues the run in output_dir, --force starts it over: give one of them")
+    from emodistill.core.model import list_models
+
     models = [("student.name", cfg.student.name, "student")]
     if cfg.teacher.name and not cfg.teacher.checkpoint:
         models.append(("teacher.name", cfg.teacher.name, "teacher"))
-    for key, name, family in models:
-        if name.startswith("toy_"):
-            from distill.toy import create_toy
-
-            try:
-                create_toy(name)
-            except KeyError as e:
-                raise ConfigError(f"{key}: {str(e).strip(chr(34) + chr(39))}") from None
-            continue
-        if family == "student":
-            from student import STUDENTS as registry
-        else:
-            from teacher import TEACHERS as registry
-        if name not in registry:
-            raise ConfigError(f"{key}: unknown {family} {name!r}; available: {', '.join(registry.names())}")
+    for key, name, role in models:
+        _import_models(role)
+        if name not in list_models(role=role):
+            raise ConfigError(f"{key}: unknown {role} {name!r}; available: {', '.join(list_models(role=role))}")
     for term, sec in cfg.distill.losses.items():
         if (sec.loss or term) not in LOSSES:
             raise ConfigError(f"distill.losses.{term}: unknown loss {sec.loss or term!r}; available: "

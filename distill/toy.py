@@ -2,17 +2,17 @@
 
 `ToyClips` returns the same items as the data layer's ClipDataset (video [T,3,H,W] in [0,1], audio [N],
 label, actor, path, key, view) with deterministic augmentation views, in microseconds instead of
-decoding video. `ToyAV` follows the model interface (family, get_config, feature_dims,
-forward_features, forward_head, forward with modality_mask). The class cue is split between the
+decoding video. `ToyAV` implements the model contract (emodistill.core.model); `toy_student` and
+`toy_teacher` are registered presets like every other model. The class cue is split between the
 modalities (classes 2k and 2k+1 share their video colour and differ in audio pitch, and vice versa)
-so fusion matters, as on the synthetic set. `distill/run.py` selects them with `toy:` in the config.
+so fusion matters, as on the synthetic set. `distill/run.py` reads the toy set with `toy:` in the config.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emodistill.core.config import BaseConfig
+from emodistill.core.layers import replace_missing
+from emodistill.core.model import AVModel, model_registry
 
 
 class ToyDataConfig(BaseConfig):
@@ -116,8 +118,8 @@ class ToyAVConfig:
     dropout: float = 0.1
 
 
-class ToyAV(nn.Module):
-    """A tiny audio-visual classifier with the emodistill model interface.
+class ToyAV(AVModel):
+    """A tiny audio-visual classifier with the model contract of emodistill.core.model.
 
     video [B,T,3,H,W] -> per-frame colour means -> [B,S,Dv]; audio [B,N] -> |rfft| of S chunks ->
     [B,S,Da]; concat + MLP -> features [B,S,D]; pooled [B,D]; logits [B,C].
@@ -125,7 +127,7 @@ class ToyAV(nn.Module):
 
     def __init__(self, cfg: ToyAVConfig):
         super().__init__()
-        self.cfg, self.family, self.num_classes = cfg, cfg.family, cfg.num_classes
+        self.config, self.family, self.num_classes = cfg, cfg.family, cfg.num_classes
         chunk = cfg.samples // cfg.num_segments
         self.visual = nn.Sequential(nn.Linear(6, cfg.visual_dim), nn.GELU())
         self.audio = nn.Sequential(nn.Linear(chunk // 2 + 1, cfg.audio_dim), nn.GELU())
@@ -134,15 +136,12 @@ class ToyAV(nn.Module):
                                   nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, cfg.dim))
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
 
-    def get_config(self) -> dict:
-        return asdict(self.cfg)
-
     def feature_dims(self) -> dict:
-        return {"features": self.cfg.dim, "pooled": self.cfg.dim, "audio_features": self.cfg.audio_dim,
-                "visual_features": self.cfg.visual_dim}
+        c = self.config
+        return {"features": c.dim, "pooled": c.dim, "audio_features": c.audio_dim, "visual_features": c.visual_dim}
 
     def forward_features(self, video, audio, modality_mask=None) -> dict:
-        c = self.cfg
+        c = self.config
         b, t = video.shape[:2]
         frame = torch.cat([video.mean((-1, -2)), video.std((-1, -2))], -1)          # [B,T,6]
         v = self.visual(frame)
@@ -150,27 +149,39 @@ class ToyAV(nn.Module):
         spec = torch.fft.rfft(audio[:, : c.samples].reshape(b, c.num_segments, -1)).abs()
         a = self.audio(spec)                                                          # [B,S,Da]
         if modality_mask is not None:
-            m = modality_mask.to(a.dtype)
-            a = a * m[:, 0, None, None] + self.missing[0, : c.audio_dim] * (1 - m[:, 0, None, None])
-            v = v * m[:, 1, None, None] + self.missing[1, : c.visual_dim] * (1 - m[:, 1, None, None])
+            a = replace_missing(a, modality_mask[:, 0], self.missing[0, : c.audio_dim])
+            v = replace_missing(v, modality_mask[:, 1], self.missing[1, : c.visual_dim])
         feats = self.fuse(torch.cat([a, v], -1))
         return {"features": feats, "pooled": feats.mean(1), "audio_features": a, "visual_features": v}
 
-    def forward_head(self, feats: dict) -> torch.Tensor:
-        return self.head(feats["pooled"])
 
-    def forward(self, video, audio, modality_mask=None) -> dict:
-        feats = self.forward_features(video, audio, modality_mask)
-        return {"logits": self.forward_head(feats), **feats}
-
-
-def create_toy(name: str, num_classes: int = 4, frames: int = 4, samples: int = 128, **kw) -> ToyAV:
-    """`toy_student` (small) or `toy_teacher` (wider, family "teacher")."""
-    presets = {"toy_student": dict(family="student", dim=16, audio_dim=8, visual_dim=8),
-               "toy_teacher": dict(family="teacher", dim=48, audio_dim=24, visual_dim=24, dropout=0.0)}
-    if name not in presets:
-        raise KeyError(f"unknown toy model {name!r}; available: {sorted(presets)}")
-    return ToyAV(ToyAVConfig(num_classes=num_classes, frames=frames, samples=samples, **{**presets[name], **kw}))
+# The toys are presets like the students' and teachers' (`create_model("toy_student")`), in their own registry so
+# they never show in `student list`. They play the role their instances save as (`family`), and are sized by the
+# clips they get (`input_sized`: the caller passes the clips' `frames` T and `samples` N).
+TOYS = model_registry("toy")
 
 
-__all__ = ["ToyDataConfig", "ToyClips", "toy_datasets", "ToyAV", "ToyAVConfig", "create_toy"]
+def _toy(preset: dict, num_classes: int, frames: int, samples: int, kw: dict) -> ToyAV:
+    return ToyAV(ToyAVConfig(num_classes=num_classes, frames=frames, samples=samples, **{**preset, **kw}))
+
+
+@TOYS.register(role="student", input_sized=True)
+def toy_student(num_classes: int = 4, frames: int = 4, samples: int = 128, **kw) -> ToyAV:
+    """Small toy (family "student")."""
+    return _toy(dict(family="student", dim=16, audio_dim=8, visual_dim=8), num_classes, frames, samples, kw)
+
+
+@TOYS.register(role="teacher", input_sized=True)
+def toy_teacher(num_classes: int = 4, frames: int = 4, samples: int = 128, **kw) -> ToyAV:
+    """Wider toy without dropout (family "teacher")."""
+    return _toy(dict(family="teacher", dim=48, audio_dim=24, visual_dim=24, dropout=0.0), num_classes, frames,
+                samples, kw)
+
+
+def create_toy(name: str, **kw) -> ToyAV:
+    """`toy_student` or `toy_teacher` by name (UnknownNameError, a KeyError, for others)."""
+    return TOYS.create(name, **kw)
+
+
+__all__ = ["ToyDataConfig", "ToyClips", "toy_datasets", "ToyAV", "ToyAVConfig", "TOYS", "create_toy", "toy_student",
+           "toy_teacher"]

@@ -68,6 +68,7 @@ def resolve_model(role: str, ref: str, fallback_pre: dict | None = None) -> tupl
     from emodistill.core.contract import Preprocess
 
     if Path(ref).exists():
+        import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
         model, meta = load_checkpoint(ref)
         return model, meta["preprocess"], f"checkpoint {ref}"
     if role == "student":

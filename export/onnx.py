@@ -167,7 +167,8 @@ def half_model(model: nn.Module, keep_fp32: str = KEEP_FP32) -> tuple[nn.Module,
 
 def export_onnx(model: nn.Module, dims: Dims, path: str | Path, precision: str = "fp32", opset: int = OPSET,
                 keep_fp32: str = KEEP_FP32) -> dict:
-    """Export `model` (COMMON.md interface) to one ONNX file with a dynamic batch axis; returns export facts."""
+    """Export `model` (the model contract of emodistill.core.model: its `logits`) to one ONNX file with a dynamic
+    batch axis; returns export facts."""
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"export_onnx makes fp32 or fp16 graphs, got {precision!r} (int8: export fp32, then quantize)")
     kept: list[str] = []

@@ -381,6 +381,7 @@ def _export(args, out: Path, final: Path) -> int:
                   f"trtexec on the target GPU.", file=sys.stderr)
             return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
+    import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
     model, meta = load_checkpoint(args.checkpoint)
     dims = Dims.from_preprocess(meta["preprocess"])
     num_classes = len(meta["class_names"])

@@ -1,5 +1,6 @@
 """LFM2 fusion: gated modality projections, modality-type embeddings, interleaved audio/visual segment tokens
-through our LFM2 layers (bidirectional), separate-and-average, output projection.
+through our LFM2 layers (bidirectional), separate-and-average, output projection. The projection and the token
+layout are the teacher's too (emodistill.core.layers).
 
     audio [B,S,Da] -> proj -> +e_audio --.
                                           interleave [B,2S,D] (a1,v1,a2,v2,...) -> LFM2 x N -> deinterleave
@@ -14,42 +15,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from emodistill.core.layers import GatedModalityProjection, deinterleave, interleave
 from emodistill.core.optim import split_decay
 from student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig
 
 logger = logging.getLogger(__name__)
-
-
-class GatedModalityProjection(nn.Module):
-    """[.., in_dim] -> [.., out_dim]: `Linear(sigmoid(Wg x) * gelu(Wv x))` if gated, else one Linear."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, dropout: float = 0.0, gated: bool = True):
-        super().__init__()
-        self.gated = gated
-        if gated:
-            self.gate = nn.Linear(in_dim, hidden_dim)
-            self.value = nn.Linear(in_dim, hidden_dim)
-            self.act = nn.GELU()
-            self.dropout = nn.Dropout(dropout)
-            self.out = nn.Linear(hidden_dim, out_dim)
-        else:
-            self.out = nn.Linear(in_dim, out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.gated:
-            return self.out(x)
-        return self.out(self.dropout(torch.sigmoid(self.gate(x)) * self.act(self.value(x))))
-
-
-def interleave(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """a, v [B,S,D] -> [B,2S,D] ordered a1, v1, a2, v2, ..."""
-    return torch.stack((a, v), dim=2).flatten(1, 2)
-
-
-def deinterleave(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B,2S,D] (a1, v1, a2, v2, ...) -> (a [B,S,D], v [B,S,D]); inverse of `interleave`."""
-    x = x.unflatten(1, (-1, 2))
-    return x[:, :, 0], x[:, :, 1]
 
 
 @dataclass
@@ -140,8 +110,8 @@ class LFM2Fusion(nn.Module):
                 groups.append({**g, "name": f"{name}{'' if g['weight_decay'] else '_no_decay'}"})
         return groups
 
-    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        self.backbone.set_gradient_checkpointing(enabled)
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
 
 
-__all__ = ["GatedModalityProjection", "interleave", "deinterleave", "LFM2FusionConfig", "LFM2Fusion"]
+__all__ = ["LFM2FusionConfig", "LFM2Fusion"]

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emodistill.core.layers import deinterleave, interleave
 from emodistill.core.optim import split_decay
 from emodistill.core.registry import Registry
-from student.fusion import LFM2Fusion, LFM2FusionConfig, deinterleave, interleave
+from student.fusion import LFM2Fusion, LFM2FusionConfig
 
 FUSIONS = Registry("fusion")
 register_fusion = FUSIONS.register

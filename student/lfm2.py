@@ -252,8 +252,8 @@ class Lfm2Backbone(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        self.gradient_checkpointing = enabled
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.gradient_checkpointing = enable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cos, sin = rope_cos_sin(self.inv_freq, x)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from emodistill.core.optim import split_decay
-from emodistill.core.registry import Registry
+from emodistill.core.layers import replace_missing
+from emodistill.core.model import AVModel, model_registry, unimodal_heads
 
 from .audio import AudioBranch
 from .fusions import create_fusion
@@ -93,12 +93,13 @@ class StudentConfig:
         return cls(**d)
 
 
-class StudentModel(nn.Module):
-    """forward(video [B,T,3,H,W] in [0,1], audio [B,N], modality_mask [B,2] | None) -> dict(logits [B,C],
-    features [B,S,D], pooled [B,D], audio_features [B,S,Da], visual_features [B,S,Dv], aux_loss? scalar,
-    audio_logits? / visual_logits? [B,C] with `unimodal_heads`)."""
+class StudentModel(AVModel):
+    """The model contract of emodistill.core.model: forward(video [B,T,3,H,W] in [0,1], audio [B,N],
+    modality_mask [B,2] | None) -> dict(logits [B,C], features [B,S,D], pooled [B,D], audio_features [B,S,Da],
+    visual_features [B,S,Dv], aux_loss? scalar, audio_logits? / visual_logits? [B,C] with `unimodal_heads`)."""
 
     family = "student"
+    head_input = "features"  # the classifier head pools the segments itself
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -117,13 +118,10 @@ class StudentModel(nn.Module):
         self.fusion = create_fusion(cfg.fusion, cfg.audio_dim, cfg.video_dim, cfg.num_segments, cfg.fusion_dim,
                                     **fusion_kw)
         self.head = ClassifierHead(cfg.fusion_dim, cfg.num_classes, cfg.head_hidden, cfg.head_pool, cfg.head_dropout)
-        self.unimodal = nn.ModuleDict({"audio": nn.Linear(cfg.audio_dim, cfg.num_classes),
-                                       "visual": nn.Linear(cfg.video_dim, cfg.num_classes)}) if cfg.unimodal_heads else None
+        self.unimodal = (unimodal_heads(cfg.audio_dim, cfg.video_dim, cfg.num_classes) if cfg.unimodal_heads
+                         else None)
 
-    # -- the shared model interface -------------------------------------------------------------------------
-    def get_config(self) -> dict:
-        return asdict(self.config)
-
+    # -- the model contract (forward_head, forward, get_config, counting: AVModel) -------------------------------
     def feature_dims(self) -> dict[str, int]:
         c = self.config
         return {"features": c.fusion_dim, "audio_features": c.audio_dim, "visual_features": c.video_dim}
@@ -137,10 +135,8 @@ class StudentModel(nn.Module):
         a = self.audio(audio)
         v = self.video(video)
         if modality_mask is not None:
-            m = modality_mask.to(a.dtype)
-            ma, mv = m[:, 0, None, None], m[:, 1, None, None]
-            a = a * ma + self.audio.missing * (1.0 - ma)
-            v = v * mv + self.video.missing * (1.0 - mv)
+            a = replace_missing(a, modality_mask[:, 0], self.audio.missing)
+            v = replace_missing(v, modality_mask[:, 1], self.video.missing)
         elif self.training:
             # keep the missing embeddings in the autograd graph (zero gradient): DDP without
             # find_unused_parameters fails on parameters that get no gradient
@@ -152,55 +148,22 @@ class StudentModel(nn.Module):
             feats["aux_loss"] = out["aux_loss"]
         return feats
 
-    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(feats["features"])
-
-    def forward(self, video: torch.Tensor, audio: torch.Tensor,
-                modality_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        feats = self.forward_features(video, audio, modality_mask)
-        out = {"logits": self.forward_head(feats), **feats}
-        if self.unimodal is not None:
-            out["audio_logits"] = self.unimodal["audio"](feats["audio_features"].mean(1))
-            out["visual_logits"] = self.unimodal["visual"](feats["visual_features"].mean(1))
-        return out
-
-    # -- training helpers -------------------------------------------------------------------------------------
-    def _named_part(self, part: str):
-        """(name, parameter) of one part; the unimodal heads count as part of the head."""
-        yield from getattr(self, part).named_parameters(prefix=part)
-        if part == "head" and self.unimodal is not None:
-            yield from self.unimodal.named_parameters(prefix="unimodal")
-
-    def count_parameters(self) -> dict[str, int]:
-        """Parameters per part (audio, video, fusion, head incl. unimodal heads) and total."""
-        counts = {p: sum(x.numel() for _, x in self._named_part(p)) for p in PARTS}
-        counts["total"] = sum(x.numel() for x in self.parameters())
-        return counts
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """audio, video, fusion, head (the unimodal heads count as part of the head)."""
+        head = [*self.head.parameters(), *(self.unimodal.parameters() if self.unimodal is not None else [])]
+        return {"audio": list(self.audio.parameters()), "video": list(self.video.parameters()),
+                "fusion": list(self.fusion.parameters()), "head": head}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations of the conformer, frame encoder, temporal and fusion layers in backward."""
         self.audio.encoder.grad_checkpointing = enable
         self.video.set_grad_checkpointing(enable)
-        if hasattr(self.fusion, "set_gradient_checkpointing"):
-            self.fusion.set_gradient_checkpointing(enable)
-
-    def param_groups(self, lr: float, weight_decay: float = 0.05,
-                     lr_scale: dict[str, float] | None = None) -> list[dict]:
-        """AdamW groups per part, lr * lr_scale[part] (e.g. {"video": 0.1} for a pretrained frame encoder);
-        no weight decay on biases, norms and embeddings. Each group carries a `name`."""
-        lr_scale = lr_scale or {}
-        unknown = set(lr_scale) - set(PARTS)
-        if unknown:
-            raise ValueError(f"lr_scale has unknown part(s) {sorted(unknown)}; parts: {PARTS}")
-        groups = []
-        for part in PARTS:
-            for g in split_decay(self._named_part(part), lr * lr_scale.get(part, 1.0), weight_decay):
-                groups.append({**g, "name": part + ("" if g["weight_decay"] else "_no_decay")})
-        return groups
+        if hasattr(self.fusion, "set_grad_checkpointing"):  # the ablation fusions have nothing worth it
+            self.fusion.set_grad_checkpointing(enable)
 
 
 # -- registry and presets ---------------------------------------------------------------------------------------
-STUDENTS = Registry("student")
+STUDENTS = model_registry("student")
 register_student = STUDENTS.register
 
 

@@ -206,7 +206,7 @@ class VideoBranch(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.encoder.set_grad_checkpointing(enable)
-        self.temporal.set_gradient_checkpointing(enable)
+        self.temporal.set_grad_checkpointing(enable)
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
         """[B, T, 3, H, W] -> per-frame vectors [B, T, dim]."""

@@ -6,23 +6,22 @@
       -> Lfm2Model(inputs_embeds) first k layers -> deinterleave -> (a+v)/2 -> Linear -> features [B,S,Dout]
       -> mean over S -> pooled [B,Dout] -> MLP head -> logits [B,C]
 
-The token layout (a1, v1, a2, v2, ...) is the student's (`student.fusion.interleave`), so teacher and student
-fused features line up segment by segment for feature distillation.
+The token layout (a1, v1, a2, v2, ...) is the student's (`emodistill.core.layers.interleave`), so teacher and
+student fused features line up segment by segment for feature distillation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from emodistill.core.optim import split_decay
-from emodistill.core.registry import Registry
-from student.fusion import GatedModalityProjection, deinterleave, interleave
+from emodistill.core.layers import GatedModalityProjection, deinterleave, interleave, replace_missing
+from emodistill.core.model import AVModel, model_registry, unimodal_heads
 
 from .encoders import AudioEncoder, VisionEncoder, build_lfm2
 from .weights import LoadReport, load_selected, read_json, reference_config, resolve_sources
@@ -74,12 +73,13 @@ class TeacherConfig:
         return {p: s for p in PARTS if (s := getattr(self, f"{p}_source"))}
 
 
-class TeacherModel(nn.Module):
-    """forward(video [B,T,3,H,W], audio [B,N], modality_mask [B,2] | None) -> dict(logits [B,C],
-    features [B,S,Dout], pooled [B,Dout], audio_features [B,S,Da], visual_features [B,S,Dv])
-    (+ audio_logits, visual_logits [B,C] with `unimodal_heads`)."""
+class TeacherModel(AVModel):
+    """The model contract of emodistill.core.model: forward(video [B,T,3,H,W], audio [B,N], modality_mask [B,2] |
+    None) -> dict(logits [B,C], features [B,S,Dout], pooled [B,Dout], audio_features [B,S,Da],
+    visual_features [B,S,Dv]) (+ audio_logits, visual_logits [B,C] with `unimodal_heads`)."""
 
     family = "teacher"
+    default_lr_scale = {"vision": 0.1, "audio": 0.1, "backbone": 0.1}  # pretrained parts learn slower
 
     def __init__(self, cfg: TeacherConfig):
         super().__init__()
@@ -101,17 +101,15 @@ class TeacherModel(nn.Module):
         self.output_proj = nn.Linear(d, cfg.out_dim)
         self.head = nn.Sequential(nn.LayerNorm(cfg.out_dim), nn.Linear(cfg.out_dim, cfg.head_hidden_dim), nn.GELU(),
                                   nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden_dim, cfg.num_classes))
-        # Unimodal heads give each encoder its own gradient, so the fast-learning modality does not starve the
-        # other one (the fused head alone lets audio dominate early training). Training adds their losses.
-        self.unimodal = nn.ModuleDict({"audio": nn.Linear(da, cfg.num_classes),
-                                       "visual": nn.Linear(dv, cfg.num_classes)}) if cfg.unimodal_heads else None
+        # the fused head alone lets audio dominate early training: unimodal heads give each encoder its own gradient
+        self.unimodal = unimodal_heads(da, dv, cfg.num_classes) if cfg.unimodal_heads else None
         self.load_reports: dict[str, LoadReport] = {}
         if cfg.dtype == "bfloat16":
             for m in self.pretrained_parts().values():
                 m.to(torch.bfloat16)
         self.set_freeze(cfg.freeze_vision, cfg.freeze_audio, cfg.freeze_backbone)
         if cfg.gradient_checkpointing:
-            self.set_gradient_checkpointing(True)
+            self.set_grad_checkpointing(True)
 
     # -- parts, freezing, optimisation ---------------------------------------------------------------------
     def pretrained_parts(self) -> dict[str, nn.Module]:
@@ -124,12 +122,6 @@ class TeacherModel(nn.Module):
         head = [*self.head.parameters(), *(self.unimodal.parameters() if self.unimodal is not None else [])]
         return {"vision": list(self.vision.parameters()), "audio": list(self.audio.parameters()),
                 "backbone": list(self.backbone.parameters()), "fusion": fusion, "head": head}
-
-    def count_parameters(self) -> dict[str, int]:
-        counts = {k: sum(p.numel() for p in ps) for k, ps in self.parts().items()}
-        counts["total"] = sum(p.numel() for p in self.parameters())
-        counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return counts
 
     def set_freeze(self, vision: bool, audio: bool, backbone: bool) -> None:
         """Freeze exactly the pretrained vision encoder / audio encoder / LFM2 layers (fusion and head stay trainable)."""
@@ -147,20 +139,10 @@ class TeacherModel(nn.Module):
                 module.eval()  # frozen parts keep inference behaviour (no dropout, BatchNorm stats fixed)
         return self
 
-    def param_groups(self, lr: float, weight_decay: float = 0.01, encoder_lr_scale: float = 0.1,
-                     backbone_lr_scale: float = 0.1) -> list[dict]:
-        """AdamW groups per part: encoders at lr*encoder_lr_scale, LFM2 at lr*backbone_lr_scale, the rest at lr;
-        no decay on 1-D parameters; frozen parameters left out."""
-        scale = {"vision": encoder_lr_scale, "audio": encoder_lr_scale, "backbone": backbone_lr_scale}
-        groups = []
-        for name, params in self.parts().items():
-            for g in split_decay(((name, p) for p in params), lr * scale.get(name, 1.0), weight_decay):
-                groups.append({**g, "name": f"{name}{'' if g['weight_decay'] else '_no_decay'}"})
-        return groups
-
-    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the activations of the pretrained encoders and the LFM2 layers in backward."""
         for m in self.pretrained_parts().values():
-            if enabled:
+            if enable:
                 m.activation_checkpointing_enable({"use_reentrant": False})
             else:
                 m.activation_checkpointing_disable()
@@ -172,7 +154,7 @@ class TeacherModel(nn.Module):
             module = self.pretrained_parts()[part]
             self.load_reports[part] = load_selected(module, folder, PREFIXES[part])
 
-    # -- the model interface --------------------------------------------------------------------------------
+    # -- the model contract (forward_head, forward, get_config, counting, param_groups: AVModel) ----------------
     def feature_dims(self) -> dict[str, int]:
         return {"features": self.config.out_dim, "audio_features": self.audio.dim, "visual_features": self.vision.dim}
 
@@ -182,9 +164,8 @@ class TeacherModel(nn.Module):
         a, _ = self.audio(audio)
         if modality_mask is None:  # all present; still through the arithmetic so DDP sees every parameter used
             modality_mask = a.new_ones(a.shape[0], 2)
-        ma, mv = modality_mask[:, 0, None, None].to(a.dtype), modality_mask[:, 1, None, None].to(v.dtype)
-        a = a * ma + self.missing["audio"] * (1 - ma)  # arithmetic, not branching: exports without control flow
-        v = v * mv + self.missing["visual"] * (1 - mv)
+        a = replace_missing(a, modality_mask[:, 0], self.missing["audio"])
+        v = replace_missing(v, modality_mask[:, 1], self.missing["visual"])
         x = interleave(self.audio_proj(a) + self.modality_embed[0], self.visual_proj(v) + self.modality_embed[1])
         x = self.dropout(x).to(self.backbone.dtype)
         mask = None
@@ -195,21 +176,6 @@ class TeacherModel(nn.Module):
         ha, hv = deinterleave(h)
         features = self.output_proj(self.dropout(0.5 * (ha + hv)))
         return {"features": features, "pooled": features.mean(1), "audio_features": a, "visual_features": v}
-
-    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(feats["pooled"])
-
-    def forward(self, video: torch.Tensor, audio: torch.Tensor,
-                modality_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        feats = self.forward_features(video, audio, modality_mask)
-        out = {"logits": self.forward_head(feats), **feats}
-        if self.unimodal is not None:
-            out["audio_logits"] = self.unimodal["audio"](feats["audio_features"].mean(1))
-            out["visual_logits"] = self.unimodal["visual"](feats["visual_features"].mean(1))
-        return out
-
-    def get_config(self) -> dict:
-        return asdict(self.config)
 
 
 def model_from_config(d: dict) -> TeacherModel:
@@ -255,7 +221,7 @@ def build_teacher(cfg: TeacherConfig, pretrained: bool = True) -> TeacherModel:
 
 
 # -- presets -------------------------------------------------------------------------------------------------
-TEACHERS = Registry("teacher")
+TEACHERS = model_registry("teacher")
 register_teacher = TEACHERS.register
 list_teachers = TEACHERS.names
 

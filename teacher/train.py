@@ -111,8 +111,9 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
     counts = model.count_parameters()
     logger.info("%s: %.2fM parameters (%.2fM trainable)", cfg.model.name, counts["total"] / 1e6,
                 counts["trainable"] / 1e6)
-    groups = model.param_groups(tc.lr, tc.weight_decay, 1.0 if tc.encoder_lr_scale is None else tc.encoder_lr_scale,
-                                1.0 if tc.backbone_lr_scale is None else tc.backbone_lr_scale)
+    enc = 1.0 if tc.encoder_lr_scale is None else tc.encoder_lr_scale  # the recipe's scales, unset = 1
+    bb = 1.0 if tc.backbone_lr_scale is None else tc.backbone_lr_scale
+    groups = model.param_groups(tc.lr, tc.weight_decay, {"vision": enc, "audio": enc, "backbone": bb})
     optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas)
 
     g = torch.Generator().manual_seed(cfg.seed)

@@ -105,6 +105,7 @@ def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision
 
 def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_classes: int, budget: str,
                  repeats: int, robustness: bool) -> dict:
+    import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
     model, meta = load_checkpoint(ckpt, preprocess=pre)
     y_pred, y_true = _predict_torch(model, loader)
     m = classification_metrics(y_true, y_pred, num_classes)

@@ -89,6 +89,7 @@ class Predictor:
         self.verdict = None  # the export's budget verdict, when the artifact has a sidecar
         if is_checkpoint_path(self.path):
             self.kind = "checkpoint"
+            import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
             self.model, meta = load_checkpoint(self.path)
             self.preprocess = _preprocess(meta["preprocess"], self.path)
             self.class_names = meta["class_names"]

@@ -9,7 +9,6 @@ the previous checkpoint readable (a JSON whose sha256 does not match its weights
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .contract import Preprocess, input_contract
-from .errors import InputError
+from .errors import InputError, UnknownNameError
+from .model import family_from_config, list_families
 from .utils import atomic_path, git_commit, sha256_file, versions, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -107,13 +107,21 @@ def check_meta(meta: dict, *, preprocess: Preprocess | dict | None = None,
 
 
 def build_model(meta: dict) -> torch.nn.Module:
-    """Rebuild the (untrained) model a checkpoint describes, without downloading anything."""
+    """Rebuild the (untrained) model a checkpoint describes, without downloading anything.
+
+    The family's `model_from_config` is looked up in the family registry (emodistill.core.model): the package
+    that defines the family (`student`, `teacher`) must have been imported, which registers it.
+    """
     family = meta.get("family")
-    if family not in FAMILIES:
-        raise CheckpointError(f"unknown model family {family!r} in checkpoint; expected one of {FAMILIES}")
-    module = importlib.import_module(family)
     try:
-        return module.model_from_config(meta["model"])
+        from_config = family_from_config(family)
+    except (UnknownNameError, TypeError):
+        registered = ", ".join(list_families()) or "none"
+        raise CheckpointError(f"{META}: model family {family!r} is not registered (registered: {registered}); "
+                              "import the package that defines it before loading the checkpoint (emodistill's "
+                              "families: `import student`, `import teacher`)") from None
+    try:
+        return from_config(meta["model"])
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{META}: key 'model' does not describe a {family} model ({type(e).__name__}: "
                               f"{e})") from None

@@ -1,4 +1,8 @@
-"""timm-style registries: `@REG.register def preset(**kw)` and `REG.create("preset", **kw)`."""
+"""timm-style registries: `@REG.register def preset(**kw)` and `REG.create("preset", **kw)`.
+
+An entry may carry tags (`@REG.register(role="student")`), read back with `REG.tags(name)` and used to filter
+`REG.names(role="student")`.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._fns: dict[str, Callable[..., Any]] = {}
+        self._tags: dict[str, dict[str, Any]] = {}
 
-    def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None):
+    def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, **tags: Any):
         def deco(f: Callable[..., Any]) -> Callable[..., Any]:
             key = name or f.__name__
             if key in self._fns:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._fns[key] = f
+            self._tags[key] = tags
             return f
 
         return deco(fn) if fn is not None else deco
@@ -33,8 +39,14 @@ class Registry:
     def create(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
 
-    def names(self) -> list[str]:
-        return sorted(self._fns)
+    def tags(self, name: str) -> dict[str, Any]:
+        """The tags `name` was registered with."""
+        self.get(name)
+        return dict(self._tags[name])
+
+    def names(self, **tags: Any) -> list[str]:
+        """Registered names, sorted; with `tags`, only those registered with these tag values."""
+        return sorted(n for n in self._fns if all(self._tags[n].get(k) == v for k, v in tags.items()))
 
     def __contains__(self, name: str) -> bool:
         return name in self._fns

@@ -1,8 +1,9 @@
 """Stand-in models and data for the export tests (imported by conftest.py and the test modules).
 
-`ToyAV` follows the model interface of COMMON.md (forward(video, audio, modality_mask) -> dict with logits)
-with the op mix the student exports (conv, linear, LayerNorm, RMSNorm in fp32, SDPA, softmax pooling), so the
-ONNX / INT8 / budget machinery is tested without depending on student/. `ToyClips` is an in-memory
+`ToyAV` implements the model contract of `emodistill.core.model` (forward(video, audio, modality_mask) -> dict
+with logits, features, pooled, audio_features, visual_features) with the op mix the student exports (conv,
+linear, LayerNorm, RMSNorm in fp32, SDPA, softmax pooling), so the ONNX / INT8 / budget machinery is tested
+without depending on student/. `ToyClips` is an in-memory
 dataset whose classes are separable from both modalities, so a few dozen steps train a ToyAV to high
 accuracy and INT8-vs-FP32 agreement is meaningful.
 """
@@ -14,6 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from emodistill.core.layers import replace_missing
+from emodistill.core.model import AVModel
 
 T, HW, SR, SECONDS = 4, 32, 16000, 0.5
 N = int(SR * SECONDS)
@@ -29,7 +33,7 @@ class RMSNorm(nn.Module):
         return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
 
 
-class ToyAV(nn.Module):
+class ToyAV(AVModel):
     family = "student"
 
     def __init__(self, num_classes: int = 4, dim: int = 32, frames: int = T, samples: int = N, segments: int = 4):
@@ -50,7 +54,10 @@ class ToyAV(nn.Module):
     def get_config(self) -> dict:
         return {"num_classes": self.num_classes, "dim": self.dim}
 
-    def forward(self, video, audio, modality_mask=None):
+    def feature_dims(self) -> dict:
+        return {"features": self.dim, "audio_features": self.dim, "visual_features": self.dim}
+
+    def forward_features(self, video, audio, modality_mask=None):
         b, t = video.shape[:2]
         x = video.flatten(0, 1) - self.mean
         x = F.gelu(self.conv(x))
@@ -58,14 +65,14 @@ class ToyAV(nn.Module):
         v = self.vproj(x)
         a = self.anorm(F.gelu(self.aproj(audio.view(b, self.segments, -1))))
         if modality_mask is not None:
-            a = a * modality_mask[:, :1, None] + self.missing[0] * (1 - modality_mask[:, :1, None])
-            v = v * modality_mask[:, 1:, None] + self.missing[1] * (1 - modality_mask[:, 1:, None])
+            a = replace_missing(a, modality_mask[:, 0], self.missing[0])
+            v = replace_missing(v, modality_mask[:, 1], self.missing[1])
         h = self.norm(torch.cat([a, v], 1))
         q, k, w = self.qkv(h).view(b, h.shape[1], 3, 2, -1).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, w).transpose(1, 2).reshape(b, h.shape[1], -1)
         feats = h + self.out(y)
         pooled = (feats.softmax(1) * feats).sum(1)
-        return {"logits": self.head(pooled), "features": feats, "pooled": pooled}
+        return {"features": feats, "pooled": pooled, "audio_features": a, "visual_features": v}
 
 
 class ToyClips(torch.utils.data.Dataset):

@@ -133,7 +133,7 @@ def test_gradient_checkpointing_same_output_and_grads():
     model(x).square().sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.set_gradient_checkpointing(True)
+    model.set_grad_checkpointing(True)
     model(x).square().sum().backward()
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, grads[n], atol=1e-6), n

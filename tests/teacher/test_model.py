@@ -12,7 +12,7 @@ from transformers import (Lfm2ForCausalLM, ParakeetFeatureExtractor, ParakeetFor
 import teacher.weights as weights
 from emodistill.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from emodistill.core.contract import Preprocess
-from student.fusion import interleave
+from emodistill.core.layers import interleave
 from teacher import TeacherModel, list_teachers, model_from_config
 from teacher.encoders import LogMel
 
@@ -33,7 +33,7 @@ def test_registry_and_interface(clip, small):
     assert out["pooled"].shape == (2, dims["features"])
     assert out["audio_features"].shape == (2, 4, dims["audio_features"])
     assert out["visual_features"].shape == (2, 4, dims["visual_features"])
-    torch.testing.assert_close(model.forward_head(model.forward_features(*clip)), out["logits"])
+    torch.testing.assert_close(model.forward_head(model.forward_features(*clip))["logits"], out["logits"])
 
 
 def test_vision_roundtrip_siglip(hf_dirs, clip, small):
@@ -174,12 +174,15 @@ def test_freeze_flags_freeze_exactly_their_part(flag, part, clip, small):
 
 def test_param_groups_differential_lr(small):
     model = small()
-    groups = {g["name"]: g for g in model.param_groups(1e-3, 0.05, encoder_lr_scale=0.1, backbone_lr_scale=0.01)}
+    scale = {"vision": 0.1, "audio": 0.1, "backbone": 0.01}
+    groups = {g["name"]: g for g in model.param_groups(1e-3, 0.05, lr_scale=scale)}
     assert groups["vision"]["lr"] == pytest.approx(1e-4) and groups["audio"]["lr"] == pytest.approx(1e-4)
     assert groups["backbone"]["lr"] == pytest.approx(1e-5) and groups["head"]["lr"] == pytest.approx(1e-3)
     assert groups["head_no_decay"]["weight_decay"] == 0.0
     n = sum(p.numel() for g in groups.values() for p in g["params"])
     assert n == model.count_parameters()["trainable"]
+    default = {g["name"]: g["lr"] for g in model.param_groups(1e-3)}  # pretrained parts at 0.1 x lr by default
+    assert default["vision"] == default["backbone"] == pytest.approx(1e-4) and default["fusion"] == 1e-3
 
 
 def test_gradient_checkpointing_same_gradients(clip, small):
