@@ -1,14 +1,15 @@
-"""Export and edge budgets: ONNX (fp32/fp16/int8), TensorRT engines, RTX 3050 latency/VRAM verdicts, benchmarks.
+"""Export and edge budgets: ONNX (fp32/fp16/int8), TensorRT engines, RTX 3050 latency/VRAM verdicts, regression figures.
 
     from export import load_budget, estimated_verdict, export_onnx, quantize_int8
     emodistill export --checkpoint CKPT --format onnx --precision int8 --budget rtx3050-laptop-4gb --out DIR
     emodistill export --checkpoint CKPT --format tensorrt --precision int8 --budget rtx3050-laptop-4gb --out DIR
 
-Modules: onnx (export, parity, ORT latency), quantize (INT8), trt_rtx (TensorRT for RTX engines built ahead of
-time from ONNX, no GPU needed), tensorrt (torch-tensorrt engines, on the GPU), profiles (hardware profiles and
-budgets), estimate (roofline), calibrate (the estimator vs published TensorRT latencies), budget (verdicts:
-measured / compiled / estimated), bench, perf (regression figures), gpu_check (prepared GPU measurements), run (the
-export command), cli (subcommand registration). Names are imported lazily (onnx/onnxruntime load only
+Modules: wrappers (the format-neutral export wrapper and fp16 copy), onnx (export, parity, ORT latency), quantize
+(INT8), trt_rtx (TensorRT for RTX engines built ahead of time from ONNX, no GPU needed), tensorrt (torch-tensorrt
+engines, on the GPU), profiles (hardware profiles and budgets), estimate (roofline), calibrate (the estimator vs
+published TensorRT latencies), budget (verdicts: measured / compiled / estimated), perf (regression figures),
+gpu_check (prepared GPU measurements), run (the export command), cli (subcommand registration: export, and the
+ONNX latency of `student info`). Names are imported lazily (onnx/onnxruntime load only
 when used).
 """
 
@@ -20,7 +21,8 @@ _EXPORTS = {
     "profiles": ["HardwareProfile", "Budget", "load_profile", "load_budget", "list_profiles", "list_budgets"],
     "estimate": ["count_costs", "estimate", "CostTrace", "Estimate"],
     "budget": ["Verdict", "estimated_verdict", "measured_verdict", "make_verdict", "with_compiled_vram"],
-    "onnx": ["Dims", "ExportWrapper", "export_onnx", "half_model", "compare_logits", "make_session", "ort_latency"],
+    "wrappers": ["Dims", "ExportWrapper", "half_model", "random_inputs"],
+    "onnx": ["export_onnx", "compare_logits", "make_session", "ort_latency"],
     "quantize": ["QuantConfig", "quantize_int8", "make_reader"],
     "tensorrt": ["availability", "build_engine", "trtexec_command", "TensorRTUnavailable"],
     "trt_rtx": ["EngineBuildError", "EngineRuntimeError", "EngineRunner", "load_engine", "sm_target"],

@@ -18,11 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
+from emodistill.core.timing import summarize
+
 from .estimate import count_costs, estimate
-from .onnx import Dims, ExportWrapper, half_model, random_inputs
+from .wrappers import Dims, ExportWrapper, half_model, random_inputs
 from .profiles import Budget, HardwareProfile
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ def estimated_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profil
 
 
 def cuda_timing(run: Callable[[], object], seconds: float = 10.0, warmup_s: float = 2.0, min_runs: int = 20) -> dict:
-    """Median/p95 (ms) of `run()` timed with CUDA events after a warm-up; runs for at least `seconds`."""
+    """`emodistill.core.timing` figures (ms) of `run()` timed with CUDA events (GPU time, not the host's clock)
+    after a warm-up; runs for at least `seconds` and `min_runs`."""
     n = 0
     t_end = time.perf_counter() + warmup_s
     while n < 10 or time.perf_counter() < t_end:
@@ -132,9 +134,7 @@ def cuda_timing(run: Callable[[], object], seconds: float = 10.0, warmup_s: floa
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop))
-    ms = np.array(times)
-    return {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "runs": len(ms),
-            "seconds": seconds, "warmup_runs": n}
+    return {**summarize(times), "seconds": seconds, "warmup_runs": n}
 
 
 def _nvml_process_mb() -> float | None:

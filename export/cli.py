@@ -1,8 +1,51 @@
-"""`emodistill export` and `emodistill bench` subcommands."""
+"""`emodistill export`, and `emodistill student` with the export stage's `info --latency`.
+
+The student stage registers `student list|info` (params, GFLOPs); `--latency` needs the ONNX exporter, which a
+stage before export may not import, so this module adds the option to the student's `info` parser and runs it.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+
+def _student_info(args) -> int:
+    """`student info NAME [--latency]`: the student's table, then the fp32 ONNX artifact timed on ONNX Runtime."""
+    import tempfile
+    from pathlib import Path
+
+    from student.cli import info_model, print_info
+
+    from .onnx import export_onnx, make_session, ort_latency
+
+    model, dims = info_model(args)
+    print_info(args, model, dims)
+    if not args.latency:
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{args.name}.onnx"
+        export_onnx(model, dims, path, "fp32")
+        lat = ort_latency(make_session(path, threads=args.threads), dims, args.batch, seconds=0.0, warmup=args.warmup,
+                          min_runs=args.runs, max_runs=args.runs, cpu_time=True)
+    print(f"ONNX Runtime CPU latency of the fp32 ONNX file `emodistill export` writes (batch {args.batch}, "
+          f"{args.threads} threads, {lat['runs']} runs after {args.warmup} warm-up): p50 {lat['p50_ms']:.2f} ms, "
+          f"p90 {lat['p90_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, min {lat['min_ms']:.2f} ms; "
+          f"CPU time per run {lat['cpu_ms']:.2f} ms")
+    return 0
+
+
+def register_student(sub) -> None:
+    """`student list|info` from the student stage, with --latency (and its options) added to `info`."""
+    from student.cli import register
+
+    info = register(sub)
+    g = info.add_argument_group("latency (export stage)")
+    g.add_argument("--latency", action="store_true",
+                   help="export to ONNX (fp32, opset 18, as `emodistill export`) and time ONNX Runtime on CPU")
+    g.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    g.add_argument("--runs", type=int, default=50, help="timed runs (p50, p90, p95, min reported)")
+    g.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs")
+    info.set_defaults(func=_student_info)
 
 
 def _export(args) -> int:
@@ -11,14 +54,8 @@ def _export(args) -> int:
     return run_export(args)  # errors: one line and exit 2 from the dispatcher's boundary (emodistill.core.errors)
 
 
-def _bench(args) -> int:
-    from .bench import run_bench
-
-    return run_bench(args)
-
-
 def register(sub) -> None:
-    from .bench import add_bench_arguments
+    """`export` and `student` (the dispatcher imports this module for either)."""
     from .run import add_export_arguments
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget",
@@ -34,12 +71,7 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_export_arguments(p)
     p.set_defaults(func=_export)
-    b = sub.add_parser("bench", help="teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8",
-                       description="Benchmark teacher and student: PyTorch eager, ONNX Runtime FP32 and INT8 at "
-                                   "batch 1 and 16 (median, p95); writes bench.json and bench.md.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_bench_arguments(b)
-    b.set_defaults(func=_bench)
+    register_student(sub)
 
 
-__all__ = ["register"]
+__all__ = ["register", "register_student"]

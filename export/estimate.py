@@ -7,7 +7,8 @@ RMSNorm statistics stay fp32). Every ATen op becomes an `OpCost`: kind, FLOPs, w
 bytes in and out. Ops whose inputs are all constants (weights, buffers, `arange`...) are constant-folded
 (as ONNX/TensorRT do): free, and their results count as weights. Views are free.
 
-FLOPs: GEMM/conv/attention from `torch.utils.flop_counter` (2 per MAC); FFT 2.5 N log2 N per real
+FLOPs: GEMM/conv/attention from `torch.utils.flop_counter` (2 per MAC; attention kernels without a formula there:
+`emodistill.core.flops.attention_flops`, the rule of the core's FLOP counter); FFT 2.5 N log2 N per real
 transform; pointwise 1 per output element; norms 8, softmax 5 per element; reductions 1 per input element.
 INT8: GEMM and (non-depthwise) conv that run in fp16 read 1-byte weights and activations and run at the INT8
 tensor peak; everything else as fp16 (TensorRT `--int8 --fp16`), fp32 islands (front end, norms) stay fp32.
@@ -37,6 +38,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
+
+from emodistill.core.flops import attention_flops
 
 from .profiles import HardwareProfile, Precision
 
@@ -144,10 +147,9 @@ def _flops(kind: str, func, args, kwargs, out) -> float:
         fn = flop_registry.get(func.overloadpacket)
         if fn is not None:
             return float(fn(*args, **kwargs, out_val=out))
-    if kind == "attention":  # q [B,H,L,E], k [B,H,S,E], v [B,H,S,Ev]
+    if kind == "attention":  # q [B,H,L,E], k [B,H,S,E], v [B,H,S,Ev]: the core counter's rule
         q, k, v = args[:3]
-        b_h = math.prod(q.shape[:-2])
-        return 2.0 * b_h * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+        return float(attention_flops(q.shape, k.shape, v.shape))
     if kind == "fft":
         x = args[0]
         dims = args[1] if len(args) > 1 else [-1]

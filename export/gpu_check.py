@@ -48,7 +48,7 @@ def pick_profile(name: str | None) -> str:
 
 
 def compute_model(model: torch.nn.Module, dtype: str) -> tuple[torch.nn.Module, torch.dtype]:
-    from .onnx import half_model
+    from .wrappers import half_model
 
     if dtype == "fp16":
         return half_model(model)[0], torch.float16
@@ -58,7 +58,7 @@ def compute_model(model: torch.nn.Module, dtype: str) -> tuple[torch.nn.Module, 
 def predicted(model: torch.nn.Module, dims, batch: int, profile) -> dict:
     """Roofline estimate at fp16 for `batch` on `profile` (inputs already on the GPU: no upload)."""
     from .estimate import count_costs, estimate
-    from .onnx import ExportWrapper, random_inputs
+    from .wrappers import ExportWrapper, random_inputs
 
     m, dt = compute_model(model, "fp16")
     trace = count_costs(ExportWrapper(m, dt), random_inputs(dims, batch), "fp16", input_dtype=torch.float32)
@@ -68,7 +68,7 @@ def predicted(model: torch.nn.Module, dims, batch: int, profile) -> dict:
 
 def measure(wrapper: torch.nn.Module, dims, batch: int, seconds: float) -> dict:
     from .budget import cuda_timing
-    from .onnx import random_inputs
+    from .wrappers import random_inputs
 
     video, audio = (x.cuda() for x in random_inputs(dims, batch))
     torch.cuda.synchronize()
@@ -84,7 +84,7 @@ def measure(wrapper: torch.nn.Module, dims, batch: int, seconds: float) -> dict:
 
 
 def run(profile_name: str | None, seconds: float, presets=PRESETS) -> dict:
-    from .onnx import Dims, ExportWrapper
+    from .wrappers import Dims, ExportWrapper
     from .perf import preset_model
     from .profiles import load_profile
 

@@ -19,10 +19,8 @@ Parity tolerances (logits of the artifact vs the fp32 PyTorch model on the same 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
-import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -33,8 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from emodistill.core.contract import Preprocess
 from emodistill.core.metrics import classification_metrics
+from emodistill.core.timing import time_callable
+
+from .wrappers import KEEP_FP32, Dims, ExportWrapper, half_model, random_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ INPUT_NAMES = ("video", "audio")
 # get the unmasked model (ONNX Runtime: `get_overridable_initializers()`).
 MASK_INPUT = "modality_mask"
 OUTPUT_NAMES = ("logits",)
-# class names kept fp32 in fp16 artifacts: LayerNorm/RMSNorm/GroupNorm (fp16 statistics overflow) and the
-# log-mel/STFT front end (log of small powers); BatchNorm is not kept: in eval it folds into the conv before it.
-KEEP_FP32 = r".*(LayerNorm|RMSNorm|GroupNorm|LogMel|Spectrogram|STFT|Fbank|FrontEnd)"
 MAX_SINGLE_FILE = 1_800_000_000  # protobuf's 2 GB limit, with margin: larger models get external data
 
 
@@ -63,46 +60,6 @@ class Tolerance:
 
 TOLERANCES = {"fp32": Tolerance(1e-4, 1e-4, 0.99), "fp16": Tolerance(1e-2, 1e-2, 0.98),
               "int8": Tolerance(None, 0.0, 0.90)}
-
-
-@dataclass(frozen=True)
-class Dims:
-    """Fixed input sizes of the contract (batch is the only dynamic axis)."""
-
-    num_frames: int
-    image_size: int
-    num_samples: int
-    sample_rate: int
-
-    @classmethod
-    def from_preprocess(cls, pre: Preprocess | dict) -> "Dims":
-        pre = pre if isinstance(pre, Preprocess) else Preprocess.model_validate(pre)
-        return cls(pre.num_frames, pre.image_size, pre.num_samples, pre.sample_rate)
-
-    def shapes(self, batch: int) -> dict[str, list[int]]:
-        return {"video": [batch, self.num_frames, 3, self.image_size, self.image_size],
-                "audio": [batch, self.num_samples]}
-
-
-class ExportWrapper(nn.Module):
-    """(video, audio) -> logits: the tensor-only interface every artifact exports.
-
-    video float32 [B, T, 3, H, W], audio float32 [B, N] -> logits float32 [B, C]. With `compute_dtype`
-    fp16 the inputs are cast inside, so the artifact keeps the float32 contract.
-    """
-
-    def __init__(self, model: nn.Module, compute_dtype: torch.dtype = torch.float32):
-        super().__init__()
-        self.model = model
-        self.compute_dtype = compute_dtype
-
-    def forward(self, video: torch.Tensor, audio: torch.Tensor,
-                modality_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.compute_dtype != torch.float32:
-            video, audio = video.to(self.compute_dtype), audio.to(self.compute_dtype)
-        if modality_mask is None:
-            return self.model(video, audio)["logits"].float()
-        return self.model(video, audio, modality_mask=modality_mask)["logits"].float()
 
 
 def accepts_mask(model: nn.Module) -> bool:
@@ -124,45 +81,6 @@ def add_mask_default(path: str | Path) -> None:
     next(i for i in m.graph.input if i.name == MASK_INPUT).type.tensor_type.shape.dim[0].dim_param = "mask_batch"
     del m.graph.value_info[:]
     onnx.save(m, str(path))
-
-
-def random_inputs(dims: Dims, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic stand-in clips: video uniform [0, 1], audio 0.1 * N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    shapes = dims.shapes(batch)
-    return torch.rand(*shapes["video"], generator=g), 0.1 * torch.randn(*shapes["audio"], generator=g)
-
-
-def _cast_tree(x, dtype):
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        return x.to(dtype)
-    if isinstance(x, (tuple, list)):
-        return type(x)(_cast_tree(v, dtype) for v in x)
-    if isinstance(x, dict):
-        return {k: _cast_tree(v, dtype) for k, v in x.items()}
-    return x
-
-
-def half_model(model: nn.Module, keep_fp32: str = KEEP_FP32) -> tuple[nn.Module, list[str]]:
-    """A float16 copy of `model` whose modules with a class name matching `keep_fp32` stay float32.
-
-    Kept modules get their inputs cast to float32 and their outputs cast back to float16 by hooks (traced
-    into the graph by the exporter). Returns (model, names of the kept modules).
-    """
-    m = copy.deepcopy(model).half().eval()
-    kept: list[str] = []
-    pattern = re.compile(keep_fp32, re.I) if keep_fp32 else None
-    for name, mod in m.named_modules():
-        if not name or pattern is None or not pattern.fullmatch(type(mod).__name__):
-            continue
-        if any(name.startswith(k + ".") for k in kept):
-            continue
-        mod.float()
-        mod.register_forward_pre_hook(lambda _m, args, kwargs: (_cast_tree(args, torch.float32),
-                                                                 _cast_tree(kwargs, torch.float32)), with_kwargs=True)
-        mod.register_forward_hook(lambda _m, _a, out: _cast_tree(out, torch.float16))
-        kept.append(name)
-    return m, kept
 
 
 def export_onnx(model: nn.Module, dims: Dims, path: str | Path, precision: str = "fp32", opset: int = OPSET,
@@ -310,21 +228,14 @@ def accuracy_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) ->
 
 
 def ort_latency(sess, dims: Dims, batch: int, seconds: float = 2.0, warmup: int = 3, min_runs: int = 5,
-                max_runs: int = 1000) -> dict:
-    """Wall-clock latency of `sess.run` at `batch` on the ONNX Runtime CPU provider (ms: median, p95)."""
+                max_runs: int = 1000, cpu_time: bool = False) -> dict:
+    """Wall-clock latency of `sess.run` at `batch` on stand-in clips (`emodistill.core.timing` figures, ms:
+    p50, p90, p95, mean, min; `cpu_ms` with `cpu_time`) over at least `min_runs` runs and `seconds`."""
     video, audio = random_inputs(dims, batch)
     feed = {"video": video.numpy(), "audio": audio.numpy()}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    t_end = time.perf_counter() + seconds
-    while (len(times) < min_runs or time.perf_counter() < t_end) and len(times) < max_runs:
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
-    return {"batch_size": batch, "p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(ms.mean()), "runs": len(ms), "provider": sess.get_providers()[0],
+    timing = time_callable(lambda: sess.run(None, feed), warmup=warmup, repeats=min_runs, seconds=seconds,
+                           max_runs=max_runs, cpu_time=cpu_time)
+    return {"batch_size": batch, **timing, "provider": sess.get_providers()[0],
             "threads": sess.get_session_options().intra_op_num_threads}
 
 
@@ -332,6 +243,6 @@ def tolerances_table() -> dict:
     return {k: asdict(v) | {"rule": _rule(k)} for k, v in TOLERANCES.items()}
 
 
-__all__ = ["OPSET", "TOLERANCES", "KEEP_FP32", "Dims", "ExportWrapper", "random_inputs", "half_model", "export_onnx",
-           "check_onnx", "strip_metadata", "onnx_model_size", "make_session", "run_session", "compare_logits", "torch_logits",
-           "session_logits", "accuracy_report", "ort_latency", "tolerances_table"]
+__all__ = ["OPSET", "TOLERANCES", "accepts_mask", "export_onnx", "check_onnx", "strip_metadata", "onnx_model_size",
+           "make_session", "run_session", "compare_logits", "torch_logits", "session_logits", "accuracy_report",
+           "ort_latency", "tolerances_table"]

@@ -20,7 +20,6 @@ import json
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,8 @@ def model_figures(key: str, model: torch.nn.Module, preprocess: dict, onnx_dir: 
     """Deterministic figures of one model under `key.` prefixes; `onnx_dir` also exports and sizes fp32 ONNX."""
     from .budget import estimated_verdict
     from .estimate import count_costs
-    from .onnx import Dims, ExportWrapper, export_onnx, onnx_model_size, random_inputs
+    from .onnx import export_onnx, onnx_model_size
+    from .wrappers import Dims, ExportWrapper, random_inputs
     from .profiles import load_budget
 
     dims = Dims.from_preprocess(preprocess)
@@ -101,7 +101,10 @@ def latency_ratio(model_onnx: str | Path, reference: str | Path, dims=None, repe
     Back-to-back pairs see the same machine state; the fastest of a block is the run least disturbed by other
     processes (CI runners, shared cores); the median over repeats drops a block a burst of load ruined.
     """
-    from .onnx import make_session, random_inputs
+    from emodistill.core.timing import time_interleaved
+
+    from .onnx import make_session
+    from .wrappers import random_inputs
 
     sm, sr = make_session(model_onnx, threads=1), make_session(reference, threads=1)
     if dims is None:
@@ -112,30 +115,18 @@ def latency_ratio(model_onnx: str | Path, reference: str | Path, dims=None, repe
         feed_m = {"video": v.numpy(), "audio": a.numpy()}
     rin = sr.get_inputs()[0]
     feed_r = {rin.name: np.random.default_rng(1).random(rin.shape, dtype=np.float32)}
-    for _ in range(10):
-        sm.run(None, feed_m)
-        sr.run(None, feed_r)
-    ratios, best_m, best_r = [], [], []
-    for _ in range(repeats):
-        tm, tr = [], []
-        for _ in range(pairs):
-            t0 = time.perf_counter()
-            sm.run(None, feed_m)
-            t1 = time.perf_counter()
-            sr.run(None, feed_r)
-            tm.append(t1 - t0)
-            tr.append(time.perf_counter() - t1)
-        best_m.append(min(tm))
-        best_r.append(min(tr))
-        ratios.append(min(tm) / min(tr))
-    return {"ratio": float(np.median(ratios)), "model_ms": float(np.median(best_m) * 1e3),
-            "reference_ms": float(np.median(best_r) * 1e3), "ratios": [round(r, 4) for r in ratios]}
+    fns = {"model": lambda: sm.run(None, feed_m), "reference": lambda: sr.run(None, feed_r)}
+    blocks = [time_interleaved(fns, warmup=10 if i == 0 else 0, repeats=pairs) for i in range(repeats)]
+    best_m, best_r = [b["model"]["min_ms"] for b in blocks], [b["reference"]["min_ms"] for b in blocks]
+    ratios = [m / r for m, r in zip(best_m, best_r)]
+    return {"ratio": float(np.median(ratios)), "model_ms": float(np.median(best_m)),
+            "reference_ms": float(np.median(best_r)), "ratios": [round(r, 4) for r in ratios]}
 
 
 def collect(full: bool = False, measure: bool = True, workdir: str | Path | None = None) -> dict:
     """All figures: deterministic ones for PRESETS (ONNX size for student_xs, and student_s with `full`), plus the
     measured ONNX Runtime ratio of student_xs."""
-    from .onnx import Dims
+    from .wrappers import Dims
 
     figures: dict = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

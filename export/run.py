@@ -121,7 +121,7 @@ def _batches(ds, batch: int, limit: int = 0) -> list[dict]:
 
 
 def load_clips(args, meta: dict, dims) -> Clips:
-    from .onnx import random_inputs
+    from .wrappers import random_inputs
 
     if not args.data:
         parity = [dict(zip(("video", "audio"), random_inputs(dims, min(args.eval_batch, args.parity_samples), s)))
@@ -353,7 +353,8 @@ def _export(args, out: Path, final: Path) -> int:
     from emodistill.core.utils import sha256_file, versions, write_json_atomic
 
     from .budget import make_verdict, with_compiled_vram
-    from .onnx import Dims, tolerances_table
+    from .onnx import tolerances_table
+    from .wrappers import Dims
     from .trt_rtx import device_memory_bytes
     from .profiles import load_budget
     from .tensorrt import availability, trtexec_command

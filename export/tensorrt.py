@@ -28,7 +28,7 @@ from typing import Iterable
 
 import torch
 
-from .onnx import Dims, ExportWrapper, half_model, random_inputs
+from .wrappers import Dims, ExportWrapper, half_model, random_inputs
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from ..core.utils import setup_logging
 # `emodistill --help` and `emodistill data ...` do not pay for torch/transformers start-up.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("emodistill.core.data.cli", "synthetic data, dataset checks, cache preparation"),
-    "student": ("student.cli", "student model presets: list, info (params, GFLOPs, latency)"),
+    # `student` through export.cli: the export stage adds `student info --latency` (its ONNX exporter)
+    "student": ("export.cli", "student model presets: list, info (params, GFLOPs, latency)"),
     "teacher": ("teacher.cli", "teacher model: info, fine-tuning"),
     "distill": ("distill.cli", "distill a teacher into a student (configs/distill/*.yaml)"),
     "export": ("export.cli", "export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget"),
-    "bench": ("export.cli", "teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8"),
+    "bench": ("emodistill.app.bench", "teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8"),
     "compare": ("emodistill.app.compare", "teacher vs student (vs baseline, ONNX, TensorRT) report"),
     "predict": ("emodistill.app.predict", "emotion probabilities for one clip"),
     "demo": ("emodistill.app.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
@@ -47,7 +48,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                              "the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     if command is not None:
-        importlib.import_module(COMMANDS[command][0]).register(sub)  # may add sibling commands too (export, bench)
+        importlib.import_module(COMMANDS[command][0]).register(sub)  # may add sibling commands too (export, student)
     for name, (_, help_text) in COMMANDS.items():
         if name not in sub.choices:
             sub.add_parser(name, help=help_text, add_help=False)

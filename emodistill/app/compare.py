@@ -1,7 +1,9 @@
 """`emodistill compare`: teacher, students and exported artifacts side by side on one test split.
 
-Writes `report.md` (what a team lead reads), `report.json` (every number, for tools) and PNG plots
-(confusion matrices side by side; accuracy against latency, one point per model and precision).
+This module measures (accuracy, robustness, parameters, GFLOPs, CPU latency, RTX 3050 verdicts) into one
+report dict; `emodistill.app.report` renders it: `report.md` (what a team lead reads), `report.json` (every
+number, for tools) and PNG plots (confusion matrices side by side; accuracy against latency, one point per model
+and precision). CPU latency is `emodistill.core.timing` (batch 1, wall clock: p50, p90, p95, mean, min in ms).
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ import datetime as _dt
 import json
 import logging
 import platform
-import statistics
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,35 +21,15 @@ import torch
 from ..core.checkpoint import load_checkpoint, read_meta
 from ..core.contract import Preprocess
 from ..core.evaluate import modality_mask
+from ..core.flops import count_flops
 from ..core.metrics import classification_metrics
-from ..core.utils import write_json_atomic
+from ..core.timing import time_callable
+from .report import write_report
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- measuring
-
-def _latency(fn, repeats: int, warmup: int = 3) -> dict:
-    """Median and p95 wall time of `fn()` in ms."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
-            "repeats": repeats}
-
-
-def _gflops(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        model(video, audio)
-    return fc.get_total_flops() / 1e9
-
 
 @torch.no_grad()
 def _predict_torch(model, loader, missing=None) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +63,8 @@ def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision
     """RTX 3050 figures from the export stage's budget checker (measured with CUDA, estimated without)."""
     try:
         from export.budget import make_verdict
-        from export.onnx import Dims
         from export.profiles import load_budget
+        from export.wrappers import Dims
     except ImportError:  # export stage not installed in this checkout
         return None
     b, profile = load_budget(budget)
@@ -112,12 +91,12 @@ def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_c
     v = torch.rand(1, pre.num_frames, 3, pre.image_size, pre.image_size)
     a = torch.randn(1, pre.num_samples) * 0.1
     with torch.no_grad():
-        lat = _latency(lambda: model(v, a), repeats)
+        lat = time_callable(lambda: model(v, a), warmup=3, repeats=repeats)
     entry = {
         "name": name, "role": role, "kind": "pytorch", "precision": "fp32", "path": str(ckpt),
         "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
         "params": sum(p.numel() for p in model.parameters()),
-        "gflops": _gflops(model, v, a),
+        "gflops": count_flops(model, v, a)["total"] / 1e9,
         "cpu_latency": lat,
         "_pred": y_pred, "_true": y_true,
     }
@@ -148,7 +127,7 @@ def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: st
         "precision": precision, "path": str(path),
         "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
         "file_mb": path.stat().st_size / 2**20,
-        "cpu_latency": _latency(lambda: session.run(None, feeds), repeats),
+        "cpu_latency": time_callable(lambda: session.run(None, feeds), warmup=3, repeats=repeats),
         "rtx3050": (_verdict_summary(sidecar["budget"]["verdict"]) if "budget" in sidecar
                     else {"error": "no budget verdict in the sidecar"}),
         "_pred": y_pred, "_true": y_true,
@@ -234,7 +213,7 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
         "accuracy_retained": s["metrics"]["accuracy"] / max(t["metrics"]["accuracy"], 1e-9),
         "teacher_student_agreement": float((t["_pred"] == s["_pred"]).mean()),
         "compression": t["params"] / max(s["params"], 1),
-        "cpu_speedup": t["cpu_latency"]["median_ms"] / max(s["cpu_latency"]["median_ms"], 1e-9),
+        "cpu_speedup": t["cpu_latency"]["p50_ms"] / max(s["cpu_latency"]["p50_ms"], 1e-9),
     }
     if baseline:
         summary["kd_gain_points"] = 100 * (s["metrics"]["accuracy"] - entries[2]["metrics"]["accuracy"])
@@ -256,204 +235,6 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
         "summary": summary,
         "models": entries,
     }
-
-
-# ----------------------------------------------------------------------------- rendering
-
-def _fmt(x: Any, pct: bool = False, nd: int = 2) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.1f}" if pct else (f"{x:,}" if isinstance(x, int) else f"{x:.{nd}f}")
-
-
-def _rtx_cell(r: dict | None) -> str:
-    if not r:
-        return "-"
-    if "error" in r:
-        return "error"
-    mode = r.get("mode", "estimated")
-    status = "PASS" if r.get("passed") else "FAIL"
-    labels = r.get("labels") or {}
-    lat, vram = labels.get("p50_ms", mode), labels.get("vram_mb", mode)
-    if lat != vram:
-        return (f"{r.get('latency_p50_ms', float('nan')):.2f} ms ({lat}) / {r.get('vram_mb', float('nan')):.0f} MB "
-                f"({vram}), {status}")
-    return f"{r.get('latency_p50_ms', float('nan')):.2f} ms / {r.get('vram_mb', float('nan')):.0f} MB ({mode}, {status})"
-
-
-def plot_confusions(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = report["models"]
-    names = report["data"]["class_names"]
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.8), squeeze=False)
-    for ax, e in zip(axes[0], models):
-        cm = np.asarray(e["metrics"]["confusion"], dtype=float)
-        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
-        ax.set_title(f"{e['name']}\nacc {100 * e['metrics']['accuracy']:.1f}%", fontsize=9)
-        ax.set_xticks(range(len(names)), [c[:4] for c in names], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(names)), [c[:4] for c in names], fontsize=7)
-        ax.set_xlabel("predicted", fontsize=8)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                if cm[i, j] >= 0.05:
-                    ax.text(j, i, f"{cm[i, j]:.2f}"[1:] if cm[i, j] < 1 else "1", ha="center", va="center",
-                            fontsize=6, color="white" if cm[i, j] > 0.5 else "black")
-    axes[0][0].set_ylabel("true", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_accuracy_latency(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for e in report["models"]:
-        x, y = e["cpu_latency"]["median_ms"], 100 * e["metrics"]["accuracy"]
-        ax.scatter([x], [y], s=60)
-        ax.annotate(e["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xscale("log")
-    # plain millisecond numbers (1, 2, 3, 5, 7, 10 ...) rather than 2x10^0 on the log axis
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
-    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(4.0, 6.0, 8.0, 9.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
-    ax.set_xlabel("CPU latency, batch 1, median (ms, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs latency (one point per model / precision)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _regime_lines(regime: dict) -> list[str]:
-    """The report's first lines: what each model learned from (semi-supervised distillation or not)."""
-    kd, ce, t = regime.get("student_kd"), regime.get("student_ce"), regime.get("teacher") or {}
-    if not kd:
-        return []
-    n_t = t.get("labelled_clips")
-    teacher = f"{n_t} labelled train clips" if n_t else "the labelled train split"
-    if kd.get("unlabelled_clips"):
-        lines = [f"**Regime: semi-supervised distillation** (label fraction {kd['label_fraction']:g}). "
-                 f"Teacher: fine-tuned on {teacher}. KD student: {kd['labelled_clips']} labelled clips + "
-                 f"{kd['unlabelled_clips']} unlabelled transfer clips (teacher targets only)."]
-    else:
-        lines = [f"**Regime: fully supervised distillation.** Teacher: fine-tuned on {teacher}. KD student: "
-                 f"{kd['labelled_clips']} labelled clips (labels + teacher targets)."]
-    if ce:
-        lines[0] += (f" CE-only student: the same {ce['labelled_clips']} labelled clips, "
-                     + (f"no unlabelled clips ({ce.get('unlabelled_available', 0)} never loaded)."
-                        if ce.get("unlabelled_available") else "labels only."))
-    return [*lines, ""]
-
-
-def _size_line(s: dict) -> str:
-    if s["compression"] > 1 and s.get("flops_ratio", 2) > 1:
-        return (f"- The student is **{s['compression']:.1f}x** smaller ({s.get('flops_ratio', float('nan')):.1f}x fewer "
-                f"FLOPs) and **{s['cpu_speedup']:.2f}x** as fast on this CPU.")
-    return (f"- The student is NOT smaller than the teacher: {s['compression']:.2f}x the parameters ratio, "
-            f"{s.get('flops_ratio', float('nan')):.2f}x the FLOPs ratio, {s['cpu_speedup']:.2f}x the CPU speed.")
-
-
-def _gain_lines(s: dict, regime: dict) -> list[str]:
-    """KD gain over CE-only (this run; over paired seeds when given) and what it means."""
-    g, seeds = s["kd_gain_points"], s.get("kd_gain_seeds")
-    line = f"- **KD gain over CE-only: {g:+.1f} points** (this seed)"
-    if seeds:
-        line += (f"; over {seeds['n']} paired seeds **{seeds['mean']:+.1f} ± {seeds['std']:.1f}** points, "
-                 f"KD wins {seeds['kd_wins']}/{seeds['n']}")
-    kd = regime.get("student_kd") or {}
-    mean = seeds["mean"] if seeds else g
-    if mean > 0 and kd.get("unlabelled_clips"):
-        meaning = (f"the teacher's targets on {kd['unlabelled_clips']} unlabelled clips teach the student what its "
-                   f"{kd['labelled_clips']} labels alone do not: distillation pays off when unlabelled footage is "
-                   "plentiful and labels are scarce.")
-    elif mean > 0:
-        meaning = "the teacher's soft targets add to the labels (dark knowledge) on the same clips."
-    else:
-        meaning = ("distillation does not pay off here: the teacher knows no more than the labels already teach "
-                   "the student (see the per-class recall below for where the teacher passes on its errors).")
-    return [line + ".", f"- What it means: {meaning}"]
-
-
-def render_markdown(report: dict) -> str:
-    s = report["summary"]
-    lines = ["# emodistill comparison report", "", *_regime_lines(report.get("regime") or {}),
-        f"Created {report['created']} on `{report['machine']['platform']}` "
-        f"({report['machine']['torch_threads']} torch threads, CUDA: {report['machine']['cuda']}). "
-        f"Split `{report['data']['split']}` of `{report['data']['root']}`: {report['data']['num_samples']} clips.", "",
-        "## Headline", "",
-        f"- Teacher accuracy **{_fmt(s['teacher_accuracy'], True)}%**, KD student **{_fmt(s['student_accuracy'], True)}%**"
-        f" = **{_fmt(s['accuracy_retained'], True)}%** of the teacher, top-1 agreement {_fmt(s['teacher_student_agreement'], True)}%.",
-        _size_line(s),
-    ]
-    if "kd_gain_points" in s:
-        lines += _gain_lines(s, report.get("regime") or {})
-    lines += ["", "## Models", "",
-              "| model | acc % | UAR % | WAR % | macro-F1 % | params | GFLOPs | size MB | CPU p50 / p95 ms | "
-              f"RTX 3050 ({report['budget']}) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for e in report["models"]:
-        m = e["metrics"]
-        lines.append(
-            f"| {e['name']} | {_fmt(m['accuracy'], True)} | {_fmt(m['uar'], True)} | {_fmt(m['war'], True)} | "
-            f"{_fmt(m['macro_f1'], True)} | {_fmt(e.get('params'))} | {_fmt(e.get('gflops'), nd=3)} | "
-            f"{_fmt(e.get('file_mb'))} | {e['cpu_latency']['median_ms']:.2f} / {e['cpu_latency']['p95_ms']:.2f} | "
-            f"{_rtx_cell(e.get('rtx3050'))} |")
-    rob = [e for e in report["models"] if "robustness" in e]
-    if rob:
-        lines += ["", "## Robustness (accuracy % with one modality missing)", "",
-                  "| model | both | audio missing | video missing |", "|---|---|---|---|"]
-        for e in rob:
-            r = e["robustness"]
-            lines.append(f"| {e['name']} | {_fmt(e['metrics']['accuracy'], True)} | "
-                         f"{_fmt(r['audio_missing'], True)} | {_fmt(r['video_missing'], True)} |")
-    exp = [e for e in report["models"] if "agreement_with_student" in e]
-    if exp:
-        lines += ["", "Exported artifacts agree with the PyTorch student on "
-                  + ", ".join(f"{e['name']}: {_fmt(e['agreement_with_student'], True)}%" for e in exp) + " of clips."]
-    trt = [e for e in report["models"] if e.get("kind") == "tensorrt"]
-    if trt:
-        lines += ["", "## TensorRT engines (compiled: TensorRT's own memory accounting for the target)", "",
-                  "| engine | file MB | weights MB | activations MB | scratch MB | persistent MB |", "|---|---|---|---|---|---|"]
-        for e in trt:
-            m = e.get("compiled_memory") or {}
-            lines.append(f"| {e['name']} | {_fmt(e.get('file_mb'))} | {_fmt(m.get('weights_mb'))} | "
-                         f"{_fmt(m.get('activation_mb'))} | {_fmt(m.get('scratch_mb'))} | "
-                         f"{_fmt(m.get('device_persistent_mb'))} |")
-        lines.append("Accuracy and CPU latency of an engine row are those of the ONNX graph it was built from; "
-                     "the engine runs on an NVIDIA GPU of its target only.")
-    names = report["data"]["class_names"]
-    lines += ["", "## Per-class recall %", "", "| model | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
-    for e in report["models"]:
-        lines.append(f"| {e['name']} | " + " | ".join(_fmt(r, True) for r in e["metrics"]["per_class_recall"]) + " |")
-    lines += ["", "## Plots", "", "![confusion matrices](confusion.png)", "",
-              "![accuracy vs latency](accuracy_latency.png)", "",
-              "RTX 3050 figures say whether they were *measured* on a GPU, *compiled* (TensorRT's own figures "
-              "for the target) or *estimated* by the roofline model (see docs/export.md). Results on the synthetic set are not RAVDESS results.", ""]
-    return "\n".join(lines)
-
-
-def write_report(report: dict, out: str | Path) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_confusions(report, out / "confusion.png")
-    plot_accuracy_latency(report, out / "accuracy_latency.png")
-    clean = {**report, "models": [{k: v for k, v in e.items() if not k.startswith("_")} for e in report["models"]]}
-    write_json_atomic(out / "report.json", clean)
-    (out / "report.md").write_text(render_markdown(clean))
-    return out / "report.md"
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -166,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         verdict = (f"RTX 3050: {r.get('latency_p50_ms', float('nan')):.2f} ms ({lab['p50_ms']}), "
                    f"{r.get('vram_mb', float('nan')):.0f} MB ({lab['vram_mb']}), {'PASS' if r.get('passed') else 'FAIL'}"
                    ) if r and "error" not in r else ""
-        print(f"  {e['name']:<20s} acc {100 * e['metrics']['accuracy']:5.1f}%  CPU {e['cpu_latency']['median_ms']:7.2f} ms  {verdict}")
+        print(f"  {e['name']:<20s} acc {100 * e['metrics']['accuracy']:5.1f}%  CPU {e['cpu_latency']['p50_ms']:7.2f} ms  {verdict}")
     print(f"total {time.perf_counter() - t0:.0f} s (stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in report["demo_timings_s"].items()) + ")")
     return 0

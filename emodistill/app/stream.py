@@ -31,6 +31,7 @@ import numpy as np
 
 from ..core.contract import Preprocess
 from ..core.data.decode import DecodeError, crop_box, face_square, resize_crop
+from ..core.timing import summarize
 from .stream_buffers import AudioRing, FaceTracker, GridSampler, open_source
 
 logger = logging.getLogger(__name__)
@@ -96,13 +97,13 @@ class StageClock:
         return row
 
     def summary(self, wall_s: float, media_s: float, hop: float) -> dict:
-        """p50/p95/mean ms per stage and per window, windows/s, real-time factor (wall / media seconds)."""
+        """Per stage and per window `emodistill.core.timing.summarize` figures (p50/p90/p95/mean/min ms; NaN
+        before the first window) and total seconds; windows/s, real-time factor (wall / media seconds)."""
         out = {"stages": {}, "windows": len(self.rows), "wall_s": round(wall_s, 3), "media_s": round(media_s, 3),
                "hop_s": hop}
         for k in (*STAGES, "total", "host"):
-            ms = np.array([r[k] if k != "host" else r["total"] - r["model"] for r in self.rows] or [np.nan])
-            out["stages"][k] = {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-                                "mean_ms": float(ms.mean()), "total_s": float(np.nansum(ms) / 1e3)}
+            ms = [r[k] if k != "host" else r["total"] - r["model"] for r in self.rows]
+            out["stages"][k] = {**summarize(ms), "total_s": float(sum(ms) / 1e3)}
         out["windows_per_s"] = len(self.rows) / wall_s if wall_s > 0 else None
         out["realtime_factor"] = wall_s / media_s if media_s > 0 else None
         # a live source keeps up when a window's work (p95) fits in the hop that brings the next one

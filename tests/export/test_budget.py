@@ -5,8 +5,8 @@ import torch
 
 from export_toys import TOY_PREPROCESS
 from export.budget import estimated_verdict, judge, make_verdict, measured_verdict
-from export.onnx import Dims
 from export.profiles import load_budget
+from export.wrappers import Dims
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
 

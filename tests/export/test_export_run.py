@@ -100,10 +100,11 @@ def test_run_py_and_cli_registration(capsys):
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["export", "--checkpoint", "c", "--out", "o", "--precision", "int8"])
     assert args.func.__name__ == "_export" and args.format == "onnx" and args.budget == "rtx3050-desktop-8gb"
-    args = parser.parse_args(["bench", "--out", "o", "--teacher", "teacher_tiny"])
-    assert args.func.__name__ == "_bench" and args.batch_sizes == [1, 16]
-    for cmd in ("export", "bench"):  # every option has a help string
+    args = parser.parse_args(["student", "info", "student_xs", "--latency", "--runs", "3"])
+    assert args.func.__name__ == "_student_info" and args.latency and args.runs == 3 and args.threads == 2
+    assert "bench" not in parser._subparsers._group_actions[0].choices  # a top-layer command (emodistill.app.bench)
+    for cmd in (["export"], ["student", "info"]):  # every option has a help string
         with pytest.raises(SystemExit):
-            parser.parse_args([cmd, "--help"])
+            parser.parse_args([*cmd, "--help"])
         text = capsys.readouterr().out
         assert "(default:" in text or "default" in text

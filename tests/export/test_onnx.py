@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from export_toys import TOY_PREPROCESS
-from export.onnx import (TOLERANCES, Dims, compare_logits, export_onnx, half_model, make_session, ort_latency,
-                         random_inputs, run_session, session_logits, torch_logits)
+from export.onnx import (TOLERANCES, compare_logits, export_onnx, make_session, ort_latency, run_session,
+                         session_logits, torch_logits)
+from export.wrappers import Dims, half_model, random_inputs
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
 
@@ -85,8 +86,9 @@ def test_half_model_does_not_touch_the_original(toy_model):
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
 
 
-def test_ort_latency_reports_median_and_p95(toy_fp32):
+def test_ort_latency_reports_the_core_timing_keys(toy_fp32):
     _, path, _ = toy_fp32
     lat = ort_latency(make_session(path), DIMS, batch=2, seconds=0.2)
-    assert lat["runs"] >= 5 and 0 < lat["p50_ms"] <= lat["p95_ms"] and lat["threads"] == 1
+    assert lat["runs"] >= 5 and 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p95_ms"]
+    assert lat["threads"] == 1 and lat["batch_size"] == 2 and lat["mean_ms"] > 0
     assert run_session(make_session(path), *random_inputs(DIMS, 2)).shape == (2, 4)

@@ -35,7 +35,7 @@ def test_deterministic_figures_within_2_percent_of_baseline(figures, update_perf
 
 
 def test_onnx_runtime_ratio_within_25_percent_of_baseline(figures, tmp_path, update_perf_baseline):
-    from export.onnx import Dims
+    from export.wrappers import Dims
 
     _, onnx_path = figures
     ref = perf.reference_onnx(tmp_path / "reference.onnx")

@@ -10,8 +10,9 @@ import torch
 
 from export.run import main as export_main
 from emodistill.core.utils import REPO_ROOT
-from export.onnx import Dims, compare_logits, random_inputs, torch_logits
+from export.onnx import compare_logits, torch_logits
 from export.tensorrt import availability, trtexec_command
+from export.wrappers import Dims, random_inputs
 from export_toys import TOY_PREPROCESS
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)

@@ -11,10 +11,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from emodistill.core.checkpoint import save_checkpoint
 from emodistill.core.contract import RAVDESS_CLASSES
-from export.onnx import Dims, export_onnx
+from export.onnx import export_onnx
 from export.profiles import load_profile
 from export.quantize import QuantConfig, make_reader, quantize_int8
 from export.run import main as export_main
+from export.wrappers import Dims
 from export_toys import TOY_PREPROCESS, ToyAV, ToyClips
 
 trt = pytest.importorskip("tensorrt_rtx")

@@ -5,8 +5,9 @@ import torch
 
 from emodistill.core.checkpoint import load_checkpoint, save_checkpoint
 from emodistill.core.contract import CREMAD_CLASSES, Preprocess
+from emodistill.core.inputs import random_inputs
 from student import StudentConfig, StudentModel, create_student, list_students, model_from_config
-from student.cli import dummy_inputs
+from student.cli import preset_dims
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def xs():
 
 def _inputs(model, batch=2):
     torch.manual_seed(1)
-    return dummy_inputs(model, batch)
+    return random_inputs(preset_dims(model), batch)
 
 
 def test_presets_registered():
@@ -43,7 +44,7 @@ def test_forward_dict_shapes_xs(xs):
 
 def test_forward_dict_shapes_s_batch1():
     model = create_student("student_s").eval()
-    video, audio = dummy_inputs(model, 1)
+    video, audio = random_inputs(preset_dims(model), 1)
     assert video.shape == (1, 16, 3, 112, 112) and audio.shape == (1, 51200)
     with torch.no_grad():
         out = model(video, audio)

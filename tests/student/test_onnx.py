@@ -1,28 +1,28 @@
+"""The student exports with the export stage's exporter (the one ONNX path) and ONNX Runtime matches PyTorch."""
+
 import numpy as np
 import pytest
 import torch
 
+from emodistill.core.inputs import random_inputs
+from export.onnx import export_onnx, make_session
 from student import create_student
-from student.cli import OUTPUTS, dummy_inputs, export_onnx
+from student.cli import preset_dims
 
 
 def _round_trip(model, tmp_path):
-    import onnxruntime as ort
-
     model.eval()
-    video, audio = dummy_inputs(model, 2)
-    path = export_onnx(model, tmp_path / "student.onnx", video, audio)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == list(OUTPUTS)
+    dims = preset_dims(model)
+    path = tmp_path / "student.onnx"
+    export_onnx(model, dims, path, "fp32")  # runs onnx.checker too
+    sess = make_session(path)
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
     for batch in (1, 3):  # dynamic batch: other sizes than the traced one
-        video, audio = dummy_inputs(model, batch)
-        video = torch.rand_like(video)
+        video, audio = random_inputs(dims, batch, seed=batch)
         with torch.no_grad():
-            ref = model(video, audio)
-        outs = sess.run(None, {"video": video.numpy(), "audio": audio.numpy()})
-        for name, got in zip(OUTPUTS, outs):
-            assert got.shape == tuple(ref[name].shape), name
-            assert np.abs(got - ref[name].numpy()).max() < 1e-4, name
+            ref = model(video, audio)["logits"].numpy()
+        got = sess.run(None, {"video": video.numpy(), "audio": audio.numpy()})[0]
+        assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
 
 
 def test_onnx_round_trip_xs_with_roi(tmp_path):

@@ -190,7 +190,7 @@ def test_timing_fields(tmp_path):
     assert tm["windows"] == 5 and tm["media_s"] == 4.0 and tm["hop_s"] == 0.5
     assert set(tm["stages"]) == {*STAGES, "total", "host"}
     for v in tm["stages"].values():
-        assert 0 <= v["p50_ms"] <= v["p95_ms"] and v["mean_ms"] >= 0
+        assert 0 <= v["min_ms"] <= v["p50_ms"] <= v["p90_ms"] <= v["p95_ms"] and v["mean_ms"] >= 0 and v["runs"] == 5
     assert tm["windows_per_s"] > 0 and tm["realtime_factor"] == pytest.approx(tm["wall_s"] / 4.0, abs=1e-3)
     row = result["windows"][0]["timing_ms"]
     assert set(row) == {*STAGES, "total"} and row["total"] == pytest.approx(sum(row[s] for s in STAGES), abs=0.01)

@@ -2,11 +2,15 @@
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import torch
 
-from export.bench import add_bench_arguments, run_bench, time_callable
-from export_toys import TOY_PREPROCESS, ToyAV
+from emodistill.app.bench import add_bench_arguments, run_bench
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "export"))  # the export tests' stand-in model
+from export_toys import TOY_PREPROCESS, ToyAV  # noqa: E402
 
 
 def args_for(tmp_path, *extra):
@@ -27,7 +31,7 @@ def test_bench_writes_json_and_markdown_for_teacher_and_student(tmp_path, capsys
         got = {(r["runtime"], r["batch_size"]) for r in m["rows"] if "p50_ms" in r}
         assert got == {(rt, b) for rt in ("pytorch-eager-cpu", "onnxruntime-fp32-cpu", "onnxruntime-int8-cpu")
                        for b in (1, 4)}
-        assert all(r["p50_ms"] <= r["p95_ms"] for r in m["rows"])
+        assert all(r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] for r in m["rows"])
         assert set(m["files"]) == {"onnx-fp32", "onnx-int8"}
     assert report["models"][0]["params"] > report["models"][1]["params"]
     md = (tmp_path / "bench.md").read_text()
@@ -53,12 +57,6 @@ def test_a_failing_runtime_is_recorded_and_the_bench_goes_on(tmp_path):
     assert "error: export failed" in (tmp_path / "bench.md").read_text()
 
 
-def test_time_callable_runs_long_enough():
-    calls = []
-    t = time_callable(lambda: calls.append(1), seconds=0.05, warmup=2, min_runs=5)
-    assert t["runs"] >= 5 and len(calls) == t["runs"] + 2 and t["p50_ms"] <= t["p95_ms"]
-
-
 def test_pipeline_row_times_every_stage_of_the_student(tmp_path, capsys):
     from emodistill.core.data.synth import clip_specs, make_clip
 
@@ -70,6 +68,6 @@ def test_pipeline_row_times_every_stage_of_the_student(tmp_path, capsys):
     assert run_bench(args) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())["models"][0]["rows"]
     row = next(r for r in rows if r["runtime"] == "pipeline-onnxruntime-fp32-cpu")
-    assert row["runs"] >= 1 and 0 < row["p50_ms"] <= row["p95_ms"] and row["realtime_factor"] > 0
+    assert row["runs"] >= 1 and 0 < row["p50_ms"] <= row["p90_ms"] <= row["p95_ms"] and row["realtime_factor"] > 0
     assert {"decode", "face", "preprocess", "audio", "model", "host"} <= set(row["stages"])
     assert "Pipeline row" in (tmp_path / "bench.md").read_text()

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from emodistill.app.compare import render_markdown, write_report
+from emodistill.app.report import render_markdown, write_report
 
 
 def _entry(name, role, acc, n=3):
@@ -10,7 +10,8 @@ def _entry(name, role, acc, n=3):
     return {"name": name, "role": role, "kind": "pytorch", "precision": "fp32", "path": "x",
             "metrics": {"accuracy": acc, "uar": acc, "war": acc, "macro_f1": acc, "per_class_recall": [acc] * n,
                         "confusion": cm},
-            "params": 1000, "gflops": 0.5, "cpu_latency": {"median_ms": 2.0, "p95_ms": 3.0, "repeats": 5},
+            "params": 1000, "gflops": 0.5,
+            "cpu_latency": {"p50_ms": 2.0, "p90_ms": 2.8, "p95_ms": 3.0, "mean_ms": 2.2, "min_ms": 1.9, "runs": 5},
             "rtx3050": {"mode": "estimated", "passed": True, "latency_p50_ms": 0.4, "vram_mb": 300},
             "robustness": {"audio_missing": acc / 2, "video_missing": acc / 3},
             "_pred": np.zeros(4), "_true": np.zeros(4)}
@@ -36,7 +37,7 @@ def test_report_written(tmp_path):
     assert regime.startswith("**Regime: semi-supervised distillation**") and "960 labelled train clips" in regime
     assert "96 labelled clips + 864 unlabelled" in regime and "the same 96 labelled clips" in regime
     assert "+12.5 ± 2.0** points, KD wins 3/3" in text and "864 unlabelled clips teach" in text
-    assert "## Per-class recall" in text
+    assert "## Per-class recall" in text and "| 2.00 / 3.00 |" in text  # CPU p50 / p95
     assert (tmp_path / "confusion.png").stat().st_size > 1000
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 1000
     data = json.loads((tmp_path / "report.json").read_text())

@@ -2,25 +2,28 @@
 
     emodistill bench --teacher runs/teacher --student runs/distill/student_xs --data data/synth --out bench/
     emodistill bench --teacher teacher_tiny --student student_xs --out bench/    # presets: random weights
-    python -m export.bench ...                                                     # the same
+    python -m emodistill.app.bench ...                                             # the same
 
 A model is a checkpoint folder or a preset name (random weights: latency only, said in the report). Each
-runtime is timed for `--seconds` per batch size after a warm-up (wall clock, CPU; median and p95); the same
-thread count for PyTorch and ONNX Runtime. INT8 is static QDQ calibrated on training clips (`--data`) or, without
-data, on random inputs (fine for latency, not for accuracy). A runtime that fails (e.g. a teacher op the ONNX
-exporter cannot take) is recorded with its error and the bench goes on. Writes bench.json and bench.md.
+runtime is timed for `--seconds` per batch size after a warm-up (`emodistill.core.timing`: wall clock, CPU; p50,
+p90, p95, mean, min); the same thread count for PyTorch and ONNX Runtime. INT8 is static QDQ calibrated on
+training clips (`--data`) or, without data, on random inputs (fine for latency, not for accuracy). A runtime
+that fails (e.g. a teacher op the ONNX exporter cannot take) is recorded with its error and the bench goes on.
+Writes bench.json and bench.md. A cross-stage command (teacher, student, export, the streaming pipeline), so it
+lives in the top layer.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from ..core.timing import time_callable
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +43,6 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pipeline", action="store_true", help="skip the pipeline row")
 
 
-def time_callable(fn: Callable[[], object], seconds: float = 3.0, warmup: int = 2, min_runs: int = 5,
-                  max_runs: int = 10_000) -> dict:
-    """Wall-clock ms of `fn()`: median, p95, mean over runs lasting at least `seconds` (and `min_runs`)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    t_end = time.perf_counter() + seconds
-    while (len(times) < min_runs or time.perf_counter() < t_end) and len(times) < max_runs:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
-    return {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
-            "runs": int(len(ms))}
-
-
 def default_preprocess(model: torch.nn.Module) -> dict | None:
     cfg = getattr(model, "config", None)
     pre = getattr(cfg, "default_preprocess", None) or getattr(model, "default_preprocess", None)
@@ -64,8 +51,8 @@ def default_preprocess(model: torch.nn.Module) -> dict | None:
 
 def resolve_model(role: str, ref: str, fallback_pre: dict | None = None) -> tuple[torch.nn.Module, dict, str]:
     """(model in eval mode, preprocess dict, description) for a checkpoint folder or a preset name."""
-    from emodistill.core.checkpoint import load_checkpoint
-    from emodistill.core.contract import Preprocess
+    from ..core.checkpoint import load_checkpoint
+    from ..core.contract import Preprocess
 
     if Path(ref).exists():
         import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
@@ -84,10 +71,10 @@ def resolve_model(role: str, ref: str, fallback_pre: dict | None = None) -> tupl
 
 
 def _calib_batches(args, pre: dict, dims, n: int) -> tuple[list[dict], str]:
-    from .onnx import random_inputs
+    from export.wrappers import random_inputs
 
     if args.data:
-        from emodistill.core.data import DataConfig, build_datasets
+        from ..core.data import DataConfig, build_datasets
 
         ds = build_datasets(DataConfig(root=args.data, preprocess=pre, augment=False, num_views=1))["train"]
         idx = [int(i) for i in np.linspace(0, len(ds) - 1, min(n, len(ds))).round()]
@@ -99,8 +86,9 @@ def _calib_batches(args, pre: dict, dims, n: int) -> tuple[list[dict], str]:
 def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None = None,
                 loaded: tuple[torch.nn.Module, dict] | None = None) -> dict:
     """Time one model on every runtime; `loaded` = (model, preprocess) skips resolving `ref` (API use)."""
-    from .onnx import Dims, ExportWrapper, export_onnx, make_session, onnx_model_size, random_inputs
-    from .quantize import QuantConfig, make_reader, quantize_int8
+    from export.onnx import export_onnx, make_session, onnx_model_size
+    from export.quantize import QuantConfig, make_reader, quantize_int8
+    from export.wrappers import Dims, ExportWrapper, random_inputs
 
     if loaded is not None:
         model, pre, source = loaded[0].eval(), loaded[1], f"in-memory {type(loaded[0]).__name__}"
@@ -115,7 +103,7 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
     def add(runtime: str, fn_for_batch: Callable[[int], Callable[[], object]]):
         for b in args.batch_sizes:
             try:
-                row = time_callable(fn_for_batch(b), args.seconds)
+                row = time_callable(fn_for_batch(b), warmup=2, repeats=5, seconds=args.seconds)
             except Exception as e:  # one failing runtime must not end the bench
                 logger.warning("%s %s batch %d failed: %s", role, runtime, b, e)
                 row = {"error": f"{type(e).__name__}: {e}"}
@@ -158,7 +146,7 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
         add(f"onnxruntime-{prec}-cpu", ort)
     if role == "student" and not getattr(args, "no_pipeline", False):
         try:
-            from emodistill.app.timeline import pipeline_bench
+            from .timeline import pipeline_bench
 
             entry["rows"].append(pipeline_bench(paths["fp32"], pre, getattr(args, "pipeline_video", None),
                                                 out / "pipeline"))
@@ -210,7 +198,7 @@ def _markdown(report: dict) -> str:
 
 
 def run_bench(args) -> int:
-    from emodistill.core.utils import versions, write_json_atomic
+    from ..core.utils import versions, write_json_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,11 +222,21 @@ def run_bench(args) -> int:
     return 0 if not failed or len(failed) < sum(len(m["rows"]) for m in report["models"]) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m export.bench ...`: the same as `emodistill bench ...`."""
-    from emodistill.core.utils import setup_logging
+def register(sub) -> None:
+    b = sub.add_parser("bench", help="teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8",
+                       description="Benchmark teacher and student: PyTorch eager, ONNX Runtime FP32 and INT8 at "
+                                   "batch 1 and 16 (p50, p95), and the student's whole streaming pipeline; writes "
+                                   "bench.json and bench.md.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_bench_arguments(b)
+    b.set_defaults(func=run_bench)
 
-    parser = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0],
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.app.bench ...`: the same as `emodistill bench ...`."""
+    from ..core.utils import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m emodistill.app.bench", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_bench_arguments(parser)
     args = parser.parse_args(argv)
@@ -252,4 +250,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_bench_arguments", "run_bench", "bench_model", "time_callable", "resolve_model", "main"]
+__all__ = ["add_bench_arguments", "run_bench", "bench_model", "resolve_model", "register", "main"]
