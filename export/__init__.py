@@ -15,7 +15,7 @@ when used).
 
 from __future__ import annotations
 
-import importlib
+from emodistill.core.utils import lazy_exports
 
 _EXPORTS = {
     "profiles": ["HardwareProfile", "Budget", "load_profile", "load_budget", "list_profiles", "list_budgets"],
@@ -27,15 +27,4 @@ _EXPORTS = {
     "tensorrt": ["availability", "build_engine", "trtexec_command", "TensorRTUnavailable"],
     "trt_rtx": ["EngineBuildError", "EngineRuntimeError", "EngineRunner", "load_engine", "sm_target"],
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

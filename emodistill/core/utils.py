@@ -193,3 +193,26 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+
+
+def lazy_exports(package: str, table: dict[str, list[str]]):
+    """Module-level `__getattr__`, `__dir__` and `__all__` for a package whose names load on first use.
+
+    `table` maps a submodule to the names it provides: `from export import export_onnx` imports `export.onnx`
+    only then, so `emodistill --help` and the data workers do not pay for torch, onnx or onnxruntime.
+        __getattr__, __dir__, __all__ = lazy_exports(__name__, {"onnx": ["export_onnx"]})
+    """
+    import importlib
+
+    where = {name: mod for mod, names in table.items() for name in names}
+    names = sorted(where)
+
+    def __getattr__(name: str):
+        if name in where:
+            return getattr(importlib.import_module(f".{where[name]}", package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__():
+        return names
+
+    return __getattr__, __dir__, names

@@ -8,7 +8,7 @@ Names are imported lazily, so decode/synth worker processes do not pay for impor
 
 from __future__ import annotations
 
-import importlib
+from ..utils import lazy_exports
 
 _EXPORTS = {
     "dataset": ["DataConfig", "build_datasets", "ClipDataset", "augment_frames", "augment_audio"],
@@ -18,15 +18,4 @@ _EXPORTS = {
               "scan_dataset"],
     "splits": ["actor_groups", "assign_splits", "split_actors"],
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
