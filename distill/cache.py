@@ -34,7 +34,6 @@ from .core import av_inputs_full
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
-LOGIT_FIELDS = ("logits", "logits_topk_values", "logits_topk_indices")
 
 
 class CacheMiss(KeyError):

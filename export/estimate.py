@@ -57,7 +57,6 @@ AFFINE = {aten._native_batch_norm_legit_no_training, aten._to_copy}
 COPY = {aten.clone, aten.copy, aten.copy_, aten.cat, aten.stack, aten.constant_pad_nd,
         aten.reflection_pad1d, aten.reflection_pad2d, aten.replication_pad1d, aten.index, aten.gather,
         aten.index_select, aten.repeat, aten.slice_scatter, aten.select_scatter, aten.fill, aten._unsafe_view}
-BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 @dataclass

@@ -232,7 +232,7 @@ def _reuse_onnx(args, dest: Path) -> dict | None:
     """Copy `--onnx` (an fp32 export of this same checkpoint, per its sidecar) to `dest`; None without --onnx."""
     import shutil
 
-    from emodistill.core.checkpoint import read_meta
+    from emodistill.core.checkpoint import fingerprint
 
     src = getattr(args, "onnx", None)
     if not src:
@@ -242,7 +242,7 @@ def _reuse_onnx(args, dest: Path) -> dict | None:
     if not src.exists() or not side.exists():
         raise FileNotFoundError(f"--onnx {src}: the file or its sidecar {side.name} does not exist")
     meta = json.loads(side.read_text())
-    want = read_meta(args.checkpoint).get("weights_sha256")
+    want = fingerprint(args.checkpoint)
     have = (meta.get("source_checkpoint") or {}).get("weights_sha256")
     if meta.get("precision") != "fp32" or meta.get("format") != "onnx" or not want or have != want:
         raise ValueError(f"--onnx {src}: not an fp32 ONNX export of {args.checkpoint} (sidecar says format "

@@ -10,7 +10,6 @@ this command (export/cli.py), since a stage imports only the stages before it.
 from __future__ import annotations
 
 import argparse
-import logging
 
 import torch
 import torch.nn as nn
@@ -20,8 +19,6 @@ from emodistill.core.flops import count_flops
 from emodistill.core.inputs import Dims, random_inputs
 
 from .model import PARTS, StudentModel, create_student, list_students
-
-logger = logging.getLogger(__name__)
 
 
 def preset_dims(model: StudentModel, num_frames: int | None = None, image_size: int | None = None,

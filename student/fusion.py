@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from emodistill.core.layers import GatedModalityProjection, deinterleave, interleave
-from emodistill.core.optim import split_decay
 from student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig
 
 logger = logging.getLogger(__name__)
@@ -87,28 +86,6 @@ class LFM2Fusion(nn.Module):
         a, v = deinterleave(h)
         fused = self.output_proj(self.dropout(0.5 * (a + v)))
         return {"fused": fused, "pooled": fused.mean(dim=1)}
-
-    def _parts(self) -> dict[str, list[nn.Parameter]]:
-        return {"audio_proj": list(self.audio_proj.parameters()), "visual_proj": list(self.visual_proj.parameters()),
-                "modality_embed": [self.modality_embed], "backbone": list(self.backbone.parameters()),
-                "output_proj": list(self.output_proj.parameters())}
-
-    def count_parameters(self) -> dict[str, int]:
-        """Parameters per part plus `total` and `trainable`."""
-        counts = {k: sum(p.numel() for p in ps) for k, ps in self._parts().items()}
-        counts["total"] = sum(p.numel() for p in self.parameters())
-        counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return counts
-
-    def param_groups(self, lr: float, backbone_lr_scale: float = 0.1, weight_decay: float = 0.01) -> list[dict]:
-        """AdamW groups: backbone at lr * backbone_lr_scale, the rest at lr; no decay on 1-D params/embeddings."""
-        groups = []
-        for name, params in self._parts().items():
-            scale = backbone_lr_scale if name == "backbone" else 1.0
-            wd = 0.0 if name == "modality_embed" else weight_decay  # embeddings are not decayed
-            for g in split_decay(((name, p) for p in params), lr * scale, wd):
-                groups.append({**g, "name": f"{name}{'' if g['weight_decay'] else '_no_decay'}"})
-        return groups
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.backbone.set_grad_checkpointing(enable)

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from emodistill.core.layers import deinterleave, interleave
-from emodistill.core.optim import split_decay
 from emodistill.core.registry import Registry
 from student.fusion import LFM2Fusion, LFM2FusionConfig
 
@@ -120,16 +119,6 @@ class TwoStreamFusion(nn.Module):
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.finish(*self.fuse(*self.project(audio, visual)))
-
-    def count_parameters(self) -> dict[str, int]:
-        counts = {n: sum(p.numel() for p in m.parameters()) for n, m in self.named_children()}
-        counts.update({n: p.numel() for n, p in self.named_parameters(recurse=False)})
-        counts["total"] = sum(p.numel() for p in self.parameters())
-        return {k: v for k, v in counts.items() if v}
-
-    def param_groups(self, lr: float, backbone_lr_scale: float = 0.1, weight_decay: float = 0.01) -> list[dict]:
-        """No pretrained backbone here: one lr; backbone_lr_scale is accepted for interface parity and unused."""
-        return split_decay(self.named_parameters(), lr, weight_decay)
 
 
 @register_fusion(name="concat_mlp")

@@ -151,13 +151,17 @@ def _engine_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: 
 
 
 def _sidecar(path: Path) -> dict:
-    for cand in (path.with_suffix(".json"), path.parent / "sidecar.json"):
-        if cand.exists():
-            try:
-                return json.loads(cand.read_text())
-            except json.JSONDecodeError:
-                logger.warning("unreadable sidecar %s", cand)
-    return {}
+    """The export sidecar of `path` (predict's lookup), {} when there is none or it is unreadable."""
+    from .predict import ContractError, find_sidecar
+
+    try:
+        cand = find_sidecar(path)
+        return json.loads(cand.read_text())
+    except ContractError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logger.warning("unreadable sidecar %s", cand)
+        return {}
 
 
 def _regime(teacher: str, student: str, baseline: str | None) -> dict:

@@ -1,4 +1,4 @@
-"""The parts of the streaming loop (emodistill/stream.py): opening a source, the contract's frame grid, the face
+"""The parts of the streaming loop (emodistill/app/stream.py): opening a source, the contract's frame grid, the face
 tracker and the audio ring buffer. Each holds at most one window of data."""
 
 from __future__ import annotations

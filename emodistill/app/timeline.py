@@ -24,6 +24,7 @@ import numpy as np
 
 from .stream import STAGES, StreamOptions, run_stream
 from ..core.utils import write_json_atomic
+from ..core.timing import KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
     verdict = (sidecar.get("budget") or {}).get("verdict")
     if budget_name and (not verdict or verdict.get("budget") != budget_name):
         from export.budget import estimated_verdict
-        from export.onnx import Dims
+        from emodistill.core.inputs import Dims
         from export.profiles import load_budget
 
         if predictor.kind != "checkpoint":  # the estimate needs the PyTorch model
@@ -270,7 +271,7 @@ def pipeline_bench(onnx_path: str | Path, pre: dict, video: str | Path | None, w
     tm = result["timing"]
     total = tm["stages"]["total"]
     return {"runtime": "pipeline-onnxruntime-fp32-cpu", "batch_size": 1,
-            **{k: total[k] for k in ("p50_ms", "p90_ms", "p95_ms", "mean_ms", "min_ms")}, "runs": tm["windows"],
+            **{k: total[k] for k in KEYS if k != "runs"}, "runs": tm["windows"],
             "video": str(video),
             "stages": {k: {"p50_ms": v["p50_ms"], "p95_ms": v["p95_ms"]} for k, v in tm["stages"].items()},
             "windows_per_s": tm["windows_per_s"], "realtime_factor": tm["realtime_factor"], "hop_s": tm["hop_s"]}

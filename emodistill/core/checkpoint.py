@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "checkpoint.json"
-FAMILIES = ("student", "teacher")
 REQUIRED_KEYS = ("family", "model", "preprocess", "class_names")
 
 
@@ -48,8 +47,9 @@ def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Prep
     out.mkdir(parents=True, exist_ok=True)
     pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess.model_validate(preprocess)
     family = getattr(model, "family", None)
-    if family not in FAMILIES:
-        raise CheckpointError(f"model {type(model).__name__} has family={family!r}; expected one of {FAMILIES}")
+    if not isinstance(family, str) or not family:  # load_checkpoint rebuilds it through this family's registry
+        raise CheckpointError(f"model {type(model).__name__} has family={family!r}; a checkpointed model names "
+                              "its family (emodistill.core.model.AVModel)")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})

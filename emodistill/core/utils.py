@@ -204,6 +204,8 @@ def lazy_exports(package: str, table: dict[str, list[str]]):
     """
     import importlib
 
+    if any("." in mod for mod in table):  # a relative path out of the package would hide a layer crossing from
+        raise ValueError(f"{package}: lazy exports name direct submodules only, got {sorted(table)}")  # import-linter
     where = {name: mod for mod, names in table.items() for name in names}
     names = sorted(where)
 

@@ -85,7 +85,7 @@ EXPORT_CASES = {
     "text_model_onnx": (lambda d: (d / "model.onnx").write_text("not a model"), ["model.onnx", "sha256"]),
     "text_model_onnx_no_sha": (lambda d: ((d / "model.onnx").write_text("not a model"),
                                           set_sidecar(lambda s: s.pop("sha256"))(d)), ["not a readable ONNX"]),
-    # classes that do not match the model's outputs: IndexError at predict.py:128
+    # classes that do not match the model's outputs (once an IndexError inside predict)
     "class_list_mismatch": (set_sidecar(lambda s: s["input_contract"].update(class_names=["a", "b", "c"])),
                             ["class_names", "3 classes"]),
     "sidecar_not_json": (lambda d: (d / "model.json").write_text("{'single': 'quotes'}"), ["model.json", "JSON"]),

@@ -37,25 +37,6 @@ def test_all_parameters_get_gradients():
     assert missing == []
 
 
-def test_count_parameters_and_param_groups():
-    model = LFM2Fusion(LFM2FusionConfig(**TINY))
-    counts = model.count_parameters()
-    parts = ["audio_proj", "visual_proj", "modality_embed", "backbone", "output_proj"]
-    assert set(parts) <= set(counts)
-    assert sum(counts[p] for p in parts) == counts["total"] == sum(p.numel() for p in model.parameters())
-    groups = model.param_groups(lr=1e-3, backbone_lr_scale=0.1, weight_decay=0.05)
-    ids = [id(p) for g in groups for p in g["params"]]
-    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
-    backbone = {id(p) for p in model.backbone.parameters()}
-    for g in groups:
-        in_backbone = {id(p) in backbone for p in g["params"]}
-        assert len(in_backbone) == 1
-        assert g["lr"] == pytest.approx(1e-4 if in_backbone.pop() else 1e-3)
-        if any(p is model.modality_embed or p.ndim < 2 for p in g["params"]):
-            assert g["weight_decay"] == 0.0
-    torch.optim.AdamW(groups)  # accepted as-is
-
-
 def test_gradient_checkpointing_switch():
     model = LFM2Fusion(LFM2FusionConfig(**TINY)).train()
     a, v = torch.randn(2, 4, 12), torch.randn(2, 4, 20)

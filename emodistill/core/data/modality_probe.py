@@ -11,7 +11,6 @@ accuracy points (the set is designed so: docs/synthetic_data.md).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
