@@ -17,13 +17,14 @@ profile that states only published specs (SMs, clocks, per-SM rates, bandwidth) 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
 
 import numpy as np
 import torch
+
+from emodistill.core.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for med, neg_rho, consts in fit(traces, profile, FIT_GRID)[:10]:
             print(f"  fit median |error| {med:5.1f} %  Spearman {-neg_rho:.3f}  {consts}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json_atomic(args.json, result)
     return 0
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import sys
 import time
 
 import torch
+
+from emodistill.core.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.profile, args.seconds, args.presets)
     print(render(result))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json_atomic(args.out, result)
     return 0
 
 
