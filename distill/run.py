@@ -91,13 +91,12 @@ def load_teacher(cfg: DistillConfig, class_names: list[str], preprocess: Preproc
     t = cfg.teacher
     if t.checkpoint:
         _import_models("teacher")  # load_checkpoint rebuilds the teacher through its registered family
-        meta = read_meta(t.checkpoint)
+        model, meta = load_checkpoint(t.checkpoint, class_names=class_names, family="teacher")
         diffs = check_meta(meta, preprocess=preprocess)
         if diffs:
             logger.warning("teacher %s was fine-tuned with other preprocessing (it now sees the student's "
                            "inputs):\n  %s", t.checkpoint, "\n  ".join(diffs))
-        model, _ = load_checkpoint(t.checkpoint, class_names=class_names, family="teacher")
-        return model, teacher_fingerprint(t.checkpoint)
+        return model, meta.get("weights_sha256") or teacher_fingerprint(t.checkpoint)
     model = create_for_run(cfg, "teacher", t.name, len(class_names), t.overrides)
     logger.warning("teacher %r is UNTRAINED (no teacher.checkpoint): only for smoke tests", t.name)
     return model.eval(), teacher_fingerprint(model=model)

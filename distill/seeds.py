@@ -134,7 +134,7 @@ def sweep_table(sweep: dict) -> str:
     for s in rows:
         reg = (s.get("regime") or {}).get("kd") or (s.get("regime") or {}).get("ce") or {}
         g = s.get("gain_points")
-        gain = (f"{g['mean']:+.1f} ± {g['std']:.1f}" if g and g["n"] > 1 else f"{g['mean']:+.1f}") if g else "-"
+        gain = _pm(g, scale=1.0, signed=True)
         wins = f"{g['kd_wins']}/{g['pairs']}" if g else "-"
         frac_t = f"{100 * s['kd_over_teacher']:.1f}" if s.get("kd_over_teacher") else "-"
         val = f"{_pm(s.get('ce', {}).get('val'))} / {_pm(s.get('kd', {}).get('val'))}"

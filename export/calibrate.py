@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from emodistill.core.utils import write_json_atomic
+from emodistill.core.utils import setup_logging, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit", action="store_true",
                    help="grid-search the shared estimator constants on the FIT half and print the best 10")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(logging.WARNING)
     result, traces, profile = calibrate(args.profile)
     print(render(result))
     if args.fit:

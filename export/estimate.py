@@ -110,6 +110,12 @@ def _numel(x) -> int:
     return x.numel() if isinstance(x, torch.Tensor) else 0
 
 
+def _conv_groups(func, args, kwargs) -> int:
+    """A convolution's groups: positional (args[8]) in aten.convolution / _convolution, else a keyword."""
+    return args[8] if func.overloadpacket in (aten.convolution, aten._convolution) and len(args) > 8 \
+        else kwargs.get("groups", 1)
+
+
 def _kind(func, args, kwargs) -> str:
     packet = func.overloadpacket
     name = packet.__name__
@@ -119,7 +125,7 @@ def _kind(func, args, kwargs) -> str:
         return "attention"
     if packet in CONV:
         w = args[1]
-        groups = args[8] if packet in (aten.convolution, aten._convolution) and len(args) > 8 else kwargs.get("groups", 1)
+        groups = _conv_groups(func, args, kwargs)
         return "dwconv" if groups > 1 and w.shape[1] == 1 else "conv"
     if packet in FFT:
         return "fft"
@@ -177,8 +183,7 @@ def _gemm_shape(kind: str, func, args, kwargs, outs) -> tuple[int, int, int] | N
     if kind == "attention":  # q [..., L, E] x k [..., S, E]^T: M = all query rows, N = keys
         q, k = args[0], args[1]
         return (q.numel() // max(q.shape[-1], 1), k.shape[-2], 1)
-    groups = args[8] if func.overloadpacket in (aten.convolution, aten._convolution) and len(args) > 8 \
-        else kwargs.get("groups", 1)
+    groups = _conv_groups(func, args, kwargs)
     cout = out.shape[1]
     return (out.numel() // max(cout, 1), cout // max(groups, 1), groups)
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from emodistill.core.utils import write_json_atomic
+from emodistill.core.utils import setup_logging, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", nargs="+", default=list(PRESETS), help="student presets to check")
     p.add_argument("--out", default=None, help="also write the figures as JSON")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     if not torch.cuda.is_available():
         print("no CUDA GPU is visible: printing the estimates only (run this on the GPU to measure)", file=sys.stderr)
     result = run(args.profile, args.seconds, args.presets)

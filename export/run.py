@@ -35,7 +35,6 @@ if __name__ == "__main__" and not __package__:  # `python export/run.py`: make `
     __package__ = "export"  # PEP 366: the relative imports below resolve inside the package
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import datetime as _dt  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -233,6 +232,7 @@ def _reuse_onnx(args, dest: Path) -> dict | None:
     import shutil
 
     from emodistill.core.checkpoint import fingerprint
+    from emodistill.core.utils import read_json
 
     src = getattr(args, "onnx", None)
     if not src:
@@ -241,7 +241,7 @@ def _reuse_onnx(args, dest: Path) -> dict | None:
     side = src.with_suffix(".json")
     if not src.exists() or not side.exists():
         raise FileNotFoundError(f"--onnx {src}: the file or its sidecar {side.name} does not exist")
-    meta = json.loads(side.read_text())
+    meta = read_json(side, "--onnx sidecar")
     want = fingerprint(args.checkpoint)
     have = (meta.get("source_checkpoint") or {}).get("weights_sha256")
     if meta.get("precision") != "fp32" or meta.get("format") != "onnx" or not want or have != want:

@@ -148,13 +148,14 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
                     loss = loss + res["aux_loss"]
                 accelerator.backward(loss)
                 optimizer_step(accelerator, model, optimizer, scheduler, tc.max_grad_norm)
-            total += loss.item() * label.shape[0]
+            lv = loss.item()  # one host sync per batch, for the running mean and the log
+            total += lv * label.shape[0]
             seen += label.shape[0]
             bar.set_postfix(loss=f"{total / seen:.3f}")
             if accelerator.sync_gradients:
                 step += 1
                 if step % tc.log_every == 0:
-                    accelerator.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=step)
+                    accelerator.log({"train/loss": lv, "train/lr": scheduler.get_last_lr()[0]}, step=step)
         val = evaluate(model, val_loader, num_classes, accelerator, missing=missing, progress=True)
         train_loss = accelerator.reduce(torch.tensor(total / max(seen, 1), device=accelerator.device), "mean").item()
         book["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.perf_counter() - start,

@@ -71,7 +71,7 @@ def resolve_model(role: str, ref: str, fallback_pre: dict | None = None) -> tupl
 
 
 def _calib_batches(args, pre: dict, dims, n: int) -> tuple[list[dict], str]:
-    from export.wrappers import random_inputs
+    from emodistill.core.inputs import random_inputs
 
     if args.data:
         from ..core.data import DataConfig, build_datasets
@@ -88,7 +88,8 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
     """Time one model on every runtime; `loaded` = (model, preprocess) skips resolving `ref` (API use)."""
     from export.onnx import export_onnx, make_session, onnx_model_size
     from export.quantize import QuantConfig, make_reader, quantize_int8
-    from export.wrappers import Dims, ExportWrapper, random_inputs
+    from emodistill.core.inputs import Dims, random_inputs
+    from export.wrappers import ExportWrapper
 
     if loaded is not None:
         model, pre, source = loaded[0].eval(), loaded[1], f"in-memory {type(loaded[0]).__name__}"

@@ -64,7 +64,7 @@ def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision
     try:
         from export.budget import make_verdict
         from export.profiles import load_budget
-        from export.wrappers import Dims
+        from ..core.inputs import Dims
     except ImportError:  # export stage not installed in this checkout
         return None
     b, profile = load_budget(budget)

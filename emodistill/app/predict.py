@@ -110,6 +110,7 @@ class Predictor:
                 self.kind = "onnx"
                 ort.set_default_logger_severity(3)  # an optional input (modality_mask) warns on every load
                 self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+                self.input_names = [i.name for i in self.session.get_inputs()]  # read once, not per window
             else:
                 from export.trt_rtx import load_engine  # a one-line error without an NVIDIA GPU of its target
 
@@ -148,8 +149,7 @@ class Predictor:
         """-> [C] probabilities of the first clip; `modality_mask` [1, 2] float (audio, video; 1 = present)
         needs `supports_mask`."""
         if self.kind == "onnx":
-            names = [i.name for i in self.session.get_inputs()]
-            feed = dict(zip(names, (video, audio)))
+            feed = dict(zip(self.input_names, (video, audio)))
             if modality_mask is not None:
                 feed["modality_mask"] = modality_mask
             logits = self.session.run(None, feed)[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .stream import STAGES, StreamOptions, run_stream
-from ..core.utils import write_json_atomic
+from ..core.utils import cpu_name, write_json_atomic
 from ..core.timing import KEYS
 
 logger = logging.getLogger(__name__)
@@ -192,14 +192,8 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
                                     budget.precision or "fp32").to_dict()
     if not verdict or not result["windows"]:
         return None
-    check = pipeline_check(verdict, result["timing"]["stages"]["host"], _cpu_name())
+    check = pipeline_check(verdict, result["timing"]["stages"]["host"], cpu_name())
     return check | {"verdict": verdict}
-
-
-def _cpu_name() -> str:
-    from ..core.utils import cpu_name
-
-    return cpu_name()
 
 
 def stream_command(predictor, args) -> int:
@@ -339,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
 
 
 __all__ = ["add_stream_arguments", "stream_command", "pipeline_bench", "score_segments", "main", "plot_timeline",

@@ -133,10 +133,7 @@ def load_checkpoint(path: str | Path, *, map_location: str = "cpu", **expect: An
     `expect` (preprocess=, class_names=, family=) is checked first; a mismatch raises naming each field.
     """
     d = _dir(path)
-    meta = read_meta(d)
-    diffs = check_meta(meta, **expect)
-    if diffs:
-        raise CheckpointError(f"{d} does not match:\n  " + "\n  ".join(diffs))
+    meta = _read_expected(d, expect, "")
     weights = _checked_weights(d, meta)
     model = build_model(meta)
     _load_state(model, weights, map_location)
@@ -174,11 +171,17 @@ def load_weights(model: torch.nn.Module, path: str | Path, **expect: Any) -> dic
     `expect` (preprocess=, class_names=, family=) is checked first and the weights against the sha256 in the
     metadata, as in `load_checkpoint`; tensors are copied onto the device of `model`'s parameters."""
     d = _dir(path)
+    meta = _read_expected(d, expect, " this run")
+    _load_state(model, _checked_weights(d, meta), "cpu")
+    return meta
+
+
+def _read_expected(d: Path, expect: dict, what: str) -> dict:
+    """The checkpoint's meta, after `check_meta(**expect)`: a mismatch raises naming each field."""
     meta = read_meta(d)
     diffs = check_meta(meta, **expect)
     if diffs:
-        raise CheckpointError(f"{d} does not match this run:\n  " + "\n  ".join(diffs))
-    _load_state(model, _checked_weights(d, meta), "cpu")
+        raise CheckpointError(f"{d} does not match{what}:\n  " + "\n  ".join(diffs))
     return meta
 
 
