@@ -1,6 +1,6 @@
 """Distillation engine: a loss registry, a generic Distiller, a teacher-output cache and the training loop.
 
-    from distill import Distiller, LossTerm, create_loss
+    from emodistill.distill import Distiller, LossTerm, create_loss
     d = Distiller(student, teacher, [("ce", 1.0, create_loss("ce")), ("kd", 1.0, create_loss("kd"))])
     out = d(batch, step)          # {"loss", "ce", "kd", "logits"}
 

@@ -1,6 +1,6 @@
 """Epoch-time benchmark: live teacher vs teacher-output cache vs CE-only, on one recipe.
 
-    python -m distill.bench --config configs/distill/demo.yaml [--epochs 2] [--set key=value ...]
+    python -m emodistill.distill.bench --config configs/distill/demo.yaml [--epochs 2] [--set key=value ...]
 
 Runs the recipe three times for a few epochs (CE-only, cached teacher, live teacher; the cache is
 filled before its run and that time is reported apart) and prints the mean train-epoch seconds of
@@ -19,8 +19,8 @@ from pathlib import Path
 from emodistill.core.config import load_config
 from emodistill.core.utils import setup_logging
 
-from distill.config import DistillConfig
-from distill.run import train
+from emodistill.distill.config import DistillConfig
+from emodistill.distill.run import train
 
 MODES = {"ce_only": ["distill.kd=false"], "cache": ["distill.cache=true"], "live": ["distill.cache=false"]}
 

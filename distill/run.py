@@ -25,10 +25,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the repository, not this folder's modules
-    _here = Path(__file__).resolve().parent
-    sys.path = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+if __name__ == "__main__" and not __package__:  # a checkout's `accelerate launch distill/run.py`
+    import runpy  # run the package module, with the repository (not this folder: its onnx.py, data.py...) first
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    runpy.run_module("emodistill.distill.run", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
 
 import torch
 from safetensors.torch import save_file
@@ -44,27 +45,27 @@ from emodistill.core.train import (METRIC_KEYS, add_recipe_args, build_accelerat
                                    final_test, finish_run, flat_config, keep_best, new_book, optimizer_step)
 from emodistill.core.utils import atomic_path, check_run_folder, move_aside, seed_everything, setup_logging, stable_hash
 
-from distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
-from distill.config import DistillConfig
-from distill.core import Distiller, LossTerm, av_inputs_full
-from distill.data import (CLEAN_VIEW, CleanTeacherView, EpochShuffle, build_data, clean_teacher_inputs,
+from emodistill.distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
+from emodistill.distill.config import DistillConfig
+from emodistill.distill.core import Distiller, LossTerm, av_inputs_full
+from emodistill.distill.data import (CLEAN_VIEW, CleanTeacherView, EpochShuffle, build_data, clean_teacher_inputs,
                           semi_supervised)
-from distill.losses import WeightSchedule, create_loss, needs_teacher
-from distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
+from emodistill.distill.losses import WeightSchedule, create_loss, needs_teacher
+from emodistill.distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
 
-logger = logging.getLogger("distill.run")
+logger = logging.getLogger("emodistill.distill.run")
 
 HEADS = "distill_heads.safetensors"
 
 
 def _import_models(role: str) -> None:
     """Import (which registers) the model packages whose presets and checkpoints can play `role`."""
-    import distill.toy  # noqa: F401
+    import emodistill.distill.toy  # noqa: F401
 
     if role == "student":
-        import student  # noqa: F401
+        import emodistill.student  # noqa: F401
     else:
-        import teacher  # noqa: F401
+        import emodistill.teacher  # noqa: F401
 
 
 def create_for_run(cfg: DistillConfig, role: str, name: str, num_classes: int, overrides: dict) -> torch.nn.Module:
@@ -163,7 +164,7 @@ def cache_teacher_outputs(cfg: DistillConfig, accelerator, distiller: Distiller,
 def preflight(cfg: DistillConfig, resume: bool = False, force: bool = False) -> list[str]:
     """What can be checked before any data is decoded: registered names, the teacher checkpoint's metadata, and
     whether output_dir may be written (-> the previous run's files that --force moves aside)."""
-    from distill.losses import LOSSES
+    from emodistill.distill.losses import LOSSES
 
     if resume and force:
         raise ValueError("--resume continues the run in output_dir, --force starts it over: give one of them")

@@ -1,7 +1,7 @@
 """KD vs the CE-only baseline over paired seeds, and the label-efficiency sweep.
 
-    python -m distill.seeds --config configs/distill/demo.yaml --seeds 0 1 2 [--set key=value ...]
-    python -m distill.seeds --config configs/distill/demo.yaml --label-fractions 0.1 0.25 0.5 1.0 --seeds 0 1 2 \\
+    python -m emodistill.distill.seeds --config configs/distill/demo.yaml --seeds 0 1 2 [--set key=value ...]
+    python -m emodistill.distill.seeds --config configs/distill/demo.yaml --label-fractions 0.1 0.25 0.5 1.0 --seeds 0 1 2 \\
         --out runs/distill/sweep
 
 For each seed (student init, data order, dropout, which clips keep their label) it runs the recipe as
@@ -40,11 +40,11 @@ def _run_arm(config: str, overrides: list[str], arm: str, seed: int, folder: Pat
         return json.loads((folder / "metrics.json").read_text())
     if existing_only:
         return None
-    from distill.config import DistillConfig
-    from distill.run import train
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
 
     cfg = load_config(DistillConfig, config, [*overrides, *ARMS[arm], f"seed={seed}", f"output_dir={folder}"])
-    return train(cfg, command=f"python -m distill.seeds {arm} seed={seed} " + " ".join(overrides),
+    return train(cfg, command=f"python -m emodistill.distill.seeds {arm} seed={seed} " + " ".join(overrides),
                  resume=(folder / "state" / "latest.json").exists())  # a killed arm continues
 
 

@@ -1,6 +1,6 @@
 """Export and edge budgets: ONNX (fp32/fp16/int8), TensorRT engines, RTX 3050 latency/VRAM verdicts, regression figures.
 
-    from export import load_budget, estimated_verdict, export_onnx, quantize_int8
+    from emodistill.export import load_budget, estimated_verdict, export_onnx, quantize_int8
     emodistill export --checkpoint CKPT --format onnx --precision int8 --budget rtx3050-laptop-4gb --out DIR
     emodistill export --checkpoint CKPT --format tensorrt --precision int8 --budget rtx3050-laptop-4gb --out DIR
 

@@ -1,7 +1,7 @@
 """Check the roofline estimator against published TensorRT latencies: torch2trt on a Jetson AGX Xavier.
 
-    python -m export.calibrate                       # predicted vs published per model, both halves, summary
-    python -m export.calibrate --json calib.json     # also write every figure
+    python -m emodistill.export.calibrate                       # predicted vs published per model, both halves, summary
+    python -m emodistill.export.calibrate --json calib.json     # also write every figure
 
 Reference: NVIDIA-AI-IOT/torch2trt, docs/benchmarks/jetson_xavier.md: TensorRT FP16, batch 1, 224x224, 29
 torchvision classifiers ("Latency (TensorRT)", ms; input already on the GPU, so no upload is counted). Each model is
@@ -150,7 +150,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.calibrate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m emodistill.export.calibrate", description=__doc__.split("\n")[0])
     p.add_argument("--profile", default=PROFILE, help="hardware profile the published figures were measured on")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     p.add_argument("--fit", action="store_true",

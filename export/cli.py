@@ -14,7 +14,7 @@ def _student_info(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from student.cli import info_model, print_info
+    from emodistill.student.cli import info_model, print_info
 
     from .onnx import export_onnx, make_session, ort_latency
 
@@ -36,7 +36,7 @@ def _student_info(args) -> int:
 
 def register_student(sub) -> None:
     """`student list|info` from the student stage, with --latency (and its options) added to `info`."""
-    from student.cli import register
+    from emodistill.student.cli import register
 
     info = register(sub)
     g = info.add_argument_group("latency (export stage)")

@@ -1,7 +1,7 @@
 """Prepared GPU check: measured PyTorch latency and peak memory of the student presets next to the estimate.
 
-    python -m export.gpu_check                      # on a CUDA machine (profile picked from the GPU's name)
-    python -m export.gpu_check --profile h200-sxm --out gpu_check.json
+    python -m emodistill.export.gpu_check                      # on a CUDA machine (profile picked from the GPU's name)
+    python -m emodistill.export.gpu_check --profile h200-sxm --out gpu_check.json
     scripts/gpu_check.sh                            # the same, with the thread settings of this repo
 
 For student_xs and student_s (random weights: latency does not depend on them): PyTorch eager and `torch.compile`,
@@ -137,7 +137,7 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.gpu_check", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m emodistill.export.gpu_check", description=__doc__.split("\n")[0])
     p.add_argument("--profile", default=None, help="hardware profile for the estimate (default: from the GPU name)")
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per configuration (after warm-up)")
     p.add_argument("--presets", nargs="+", default=list(PRESETS), help="student presets to check")

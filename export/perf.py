@@ -7,8 +7,8 @@ reference workload (a MatMul+Relu chain built here) timed in the same run: faste
 repeat, median over repeats;
 a ratio more than 25% above the baseline's is a regression. Figures below their baseline pass (and say so).
 
-    python -m export.perf                      # compare with tests/export/perf_baseline.json
-    python -m export.perf --update-baseline    # rewrite it (sorted keys, one figure per line: `git diff` shows
+    python -m emodistill.export.perf                      # compare with tests/export/perf_baseline.json
+    python -m emodistill.export.perf --update-baseline    # rewrite it (sorted keys, one figure per line: `git diff` shows
                                                # exactly which figure moved); --full adds student_s's ONNX size
     pytest tests/export -m perf                # the same checks as tests (CI runs them at this small size)
 """
@@ -29,7 +29,8 @@ from emodistill.core.utils import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-BASELINE = REPO_ROOT / "tests" / "export" / "perf_baseline.json"
+# the regression baseline lives with the tests of a checkout (an installed wheel passes --baseline FILE)
+BASELINE = REPO_ROOT / "tests" / "export" / "perf_baseline.json" if REPO_ROOT else Path("perf_baseline.json")
 DET_TOL = 0.02
 RATIO_TOL = 0.25
 PRESETS = ("student_xs", "student_s")
@@ -40,7 +41,7 @@ REF_LAYERS, REF_ROWS, REF_DIM = 8, 64, 512  # ~ the student_xs ONNX latency on o
 
 def preset_model(name: str, **overrides) -> tuple[torch.nn.Module, dict]:
     """A student preset with fixed random weights and its preset-level preprocess."""
-    from student import create_student
+    from emodistill.student import create_student
 
     torch.manual_seed(0)
     model = create_student(name, **overrides).eval()
@@ -175,14 +176,14 @@ def write_baseline(figures: dict, path: str | Path = BASELINE, merge: bool = Tru
     path = Path(path)
     old = load_baseline(path) if merge and path.exists() else {}
     data = {**old, **figures,
-            "_about": "python -m export.perf --update-baseline [--full] rewrites this; see docs/export.md"}
+            "_about": "python -m emodistill.export.perf --update-baseline [--full] rewrites this; see docs/export.md"}
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     from emodistill.core.utils import setup_logging
 
-    p = argparse.ArgumentParser(prog="python -m export.perf", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m emodistill.export.perf", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline with this run's figures")
     p.add_argument("--full", action="store_true", help="also export student_s to measure its ONNX size (slow)")

@@ -28,11 +28,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # `python export/run.py`: make `export` importable, hide export/
+if __name__ == "__main__" and not __package__:  # a checkout's `python export/run.py`
+    import runpy  # run the package module, with the repository (not this folder: its onnx.py, data.py...) first
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-    import export  # noqa: F401,E402
-
-    __package__ = "export"  # PEP 366: the relative imports below resolve inside the package
+    runpy.run_module("emodistill.export.run", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
 
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
@@ -45,7 +45,7 @@ from dataclasses import dataclass  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-logger = logging.getLogger("export.run")
+logger = logging.getLogger("emodistill.export.run")
 
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5  # = emodistill.core.errors
 ARTIFACT_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine"}
@@ -382,7 +382,7 @@ def _export(args, out: Path, final: Path) -> int:
                   f"trtexec on the target GPU.", file=sys.stderr)
             return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
-    import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
+    import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
     model, meta = load_checkpoint(args.checkpoint)
     dims = Dims.from_preprocess(meta["preprocess"])
     num_classes = len(meta["class_names"])

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA GPU visible (nvidia-smi?)')"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true
-exec python -m export.gpu_check --out gpu_check.json "$@"
+exec python -m emodistill.export.gpu_check --out gpu_check.json "$@"

@@ -1,6 +1,6 @@
 """The emodistill student: light audio/video branches + our LFM2 fusion, edge-exportable.
 
-    from student import create_student
+    from emodistill.student import create_student
     model = create_student("student_xs", num_classes=6)
 
 Importing the package registers the "student" family (its presets and `model_from_config`, which

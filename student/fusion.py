@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from emodistill.core.layers import GatedModalityProjection, deinterleave, interleave
-from student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig
+from emodistill.student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig
 
 logger = logging.getLogger(__name__)
 

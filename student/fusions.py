@@ -19,7 +19,7 @@ from torch import nn
 
 from emodistill.core.layers import deinterleave, interleave
 from emodistill.core.registry import Registry
-from student.fusion import LFM2Fusion, LFM2FusionConfig
+from emodistill.student.fusion import LFM2Fusion, LFM2FusionConfig
 
 FUSIONS = Registry("fusion")
 register_fusion = FUSIONS.register

@@ -13,7 +13,7 @@ FMT = argparse.ArgumentDefaultsHelpFormatter
 def _info(args: argparse.Namespace) -> int:
     import torch
 
-    from teacher.model import TEACHER_CONFIGS, TeacherModel
+    from emodistill.teacher.model import TEACHER_CONFIGS, TeacherModel
 
     if args.name not in TEACHER_CONFIGS:
         raise ValueError(f"unknown teacher {args.name!r}; available: {', '.join(sorted(TEACHER_CONFIGS))}")
@@ -52,7 +52,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from teacher.train import run
+    from emodistill.teacher.train import run
 
     return run(args)
 
@@ -69,7 +69,7 @@ def register(sub) -> None:
     info.set_defaults(func=_info)
     train = tsub.add_parser("train", help="fine-tune a teacher (same as accelerate launch teacher/train.py)",
                             formatter_class=FMT)
-    from teacher.train import build_parser
+    from emodistill.teacher.train import build_parser
 
     build_parser(train)
     train.set_defaults(func=_train)

@@ -18,8 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-if __package__ in (None, ""):  # `accelerate launch teacher/train.py` runs this file as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # a checkout's `accelerate launch teacher/train.py`
+    import runpy  # run the package module, with the repository (not this folder: its onnx.py, data.py...) first
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    runpy.run_module("emodistill.teacher.train", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +90,7 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
     """Run the fine-tune; returns the metrics written to `<output_dir>/metrics.json`."""
     from accelerate.utils import set_seed
 
-    from teacher import TEACHERS, create_teacher
+    from emodistill.teacher import TEACHERS, create_teacher
 
     if cfg.model.name not in TEACHERS:  # before the data is decoded
         raise ConfigError(f"model.name: unknown teacher {cfg.model.name!r}; available: {', '.join(TEACHERS.names())}")

@@ -55,15 +55,15 @@ def resolve_model(role: str, ref: str, fallback_pre: dict | None = None) -> tupl
     from ..core.contract import Preprocess
 
     if Path(ref).exists():
-        import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
+        import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
         model, meta = load_checkpoint(ref)
         return model, meta["preprocess"], f"checkpoint {ref}"
     if role == "student":
-        from student import create_student
+        from emodistill.student import create_student
 
         model = create_student(ref)
     else:
-        from teacher import create_teacher
+        from emodistill.teacher import create_teacher
 
         model = create_teacher(ref, pretrained=False)
     pre = default_preprocess(model) or fallback_pre or {}
@@ -86,10 +86,10 @@ def _calib_batches(args, pre: dict, dims, n: int) -> tuple[list[dict], str]:
 def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None = None,
                 loaded: tuple[torch.nn.Module, dict] | None = None) -> dict:
     """Time one model on every runtime; `loaded` = (model, preprocess) skips resolving `ref` (API use)."""
-    from export.onnx import export_onnx, make_session, onnx_model_size
-    from export.quantize import QuantConfig, make_reader, quantize_int8
+    from emodistill.export.onnx import export_onnx, make_session, onnx_model_size
+    from emodistill.export.quantize import QuantConfig, make_reader, quantize_int8
     from emodistill.core.inputs import Dims, random_inputs
-    from export.wrappers import ExportWrapper
+    from emodistill.export.wrappers import ExportWrapper
 
     if loaded is not None:
         model, pre, source = loaded[0].eval(), loaded[1], f"in-memory {type(loaded[0]).__name__}"

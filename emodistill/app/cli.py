@@ -20,14 +20,15 @@ from ..core.utils import setup_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("emodistill.core.data.cli", "synthetic data, dataset checks, cache preparation"),
     # `student` through export.cli: the export stage adds `student info --latency` (its ONNX exporter)
-    "student": ("export.cli", "student model presets: list, info (params, GFLOPs, latency)"),
-    "teacher": ("teacher.cli", "teacher model: info, fine-tuning"),
-    "distill": ("distill.cli", "distill a teacher into a student (configs/distill/*.yaml)"),
-    "export": ("export.cli", "export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget"),
+    "student": ("emodistill.export.cli", "student model presets: list, info (params, GFLOPs, latency)"),
+    "teacher": ("emodistill.teacher.cli", "teacher model: info, fine-tuning"),
+    "distill": ("emodistill.distill.cli", "distill a teacher into a student (configs/distill/*.yaml)"),
+    "export": ("emodistill.export.cli", "export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget"),
     "bench": ("emodistill.app.bench", "teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8"),
     "compare": ("emodistill.app.compare", "teacher vs student (vs baseline, ONNX, TensorRT) report"),
     "predict": ("emodistill.app.predict", "emotion probabilities for one clip"),
     "demo": ("emodistill.app.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
+    "config": ("emodistill.app.configs", "list or print the packaged recipes, hardware profiles and budgets"),
     "env": ("emodistill.app.env", "versions, native libraries, runtimes and GPUs; --check for a broken install"),
 }
 

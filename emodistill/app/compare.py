@@ -62,8 +62,8 @@ def _verdict_summary(v: dict) -> dict:
 def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision: str = "fp16") -> dict | None:
     """RTX 3050 figures from the export stage's budget checker (measured with CUDA, estimated without)."""
     try:
-        from export.budget import make_verdict
-        from export.profiles import load_budget
+        from emodistill.export.budget import make_verdict
+        from emodistill.export.profiles import load_budget
         from ..core.inputs import Dims
     except ImportError:  # export stage not installed in this checkout
         return None
@@ -84,7 +84,7 @@ def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision
 
 def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_classes: int, budget: str,
                  repeats: int, robustness: bool) -> dict:
-    import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
+    import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
     model, meta = load_checkpoint(ckpt, preprocess=pre)
     y_pred, y_true = _predict_torch(model, loader)
     m = classification_metrics(y_true, y_pred, num_classes)
@@ -192,7 +192,7 @@ def _check_inputs(checkpoints: list[str], onnx_files) -> None:
 def collect(teacher: str, student: str, data: str, baseline: str | None = None, onnx: list[str] = (),
             split: str = "test", budget: str = "rtx3050-laptop-4gb", repeats: int = 20, batch_size: int = 16,
             data_split: str = "fixed", fold: int = 0, engines: list[str] = (), seeds: str | None = None) -> dict:
-    """Evaluate every model on the same split and return the report dict (`seeds`: a `python -m distill.seeds`
+    """Evaluate every model on the same split and return the report dict (`seeds`: a `python -m emodistill.distill.seeds`
     summary.json of the same recipe, for the KD gain's spread over paired seeds)."""
     from ..core.data import DataConfig, build_datasets
 
@@ -272,5 +272,5 @@ def register(sub) -> None:
     p.add_argument("--budget", default="rtx3050-laptop-4gb", help="hardware profile or budget for the RTX 3050 column")
     p.add_argument("--repeats", type=int, default=20, help="timed repeats per latency figure")
     p.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
-    p.add_argument("--seeds", help="summary.json of `python -m distill.seeds` (same recipe): the KD gain's spread")
+    p.add_argument("--seeds", help="summary.json of `python -m emodistill.distill.seeds` (same recipe): the KD gain's spread")
     p.set_defaults(func=_run)

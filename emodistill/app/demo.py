@@ -140,7 +140,7 @@ def _tensorrt_available() -> bool:
 
 def _budget_precision(budget: str) -> str:
     """The precision the demo budget names (INT8 or FP16 ...), fp16 when it names none."""
-    from export.profiles import load_budget
+    from emodistill.export.profiles import load_budget
 
     return load_budget(budget)[0].precision or "fp16"
 

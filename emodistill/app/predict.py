@@ -89,7 +89,7 @@ class Predictor:
         self.verdict = None  # the export's budget verdict, when the artifact has a sidecar
         if is_checkpoint_path(self.path):
             self.kind = "checkpoint"
-            import student, teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
+            import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
             self.model, meta = load_checkpoint(self.path)
             self.preprocess = _preprocess(meta["preprocess"], self.path)
             self.class_names = meta["class_names"]
@@ -112,7 +112,7 @@ class Predictor:
                 self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
                 self.input_names = [i.name for i in self.session.get_inputs()]  # read once, not per window
             else:
-                from export.trt_rtx import load_engine  # a one-line error without an NVIDIA GPU of its target
+                from emodistill.export.trt_rtx import load_engine  # a one-line error without an NVIDIA GPU of its target
 
                 self.kind = "tensorrt"
                 self.model = load_engine(self.path, sidecar)
@@ -141,7 +141,7 @@ class Predictor:
             return "modality_mask" in {i.name for i in self.session.get_overridable_initializers()}
         if self.kind != "checkpoint":
             return False
-        from export.onnx import accepts_mask
+        from emodistill.export.onnx import accepts_mask
 
         return accepts_mask(self.model)
 

@@ -172,16 +172,16 @@ def print_summary(result: dict) -> None:
 
 def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | None:
     """The whole pipeline against a real-time budget: host stages measured here + the model's GPU figure."""
-    from export.budget import pipeline_check
+    from emodistill.export.budget import pipeline_check
 
     from .predict import find_sidecar
 
     sidecar = json.loads(find_sidecar(predictor.path).read_text()) if predictor.kind in ("onnx", "tensorrt") else {}
     verdict = (sidecar.get("budget") or {}).get("verdict")
     if budget_name and (not verdict or verdict.get("budget") != budget_name):
-        from export.budget import estimated_verdict
+        from emodistill.export.budget import estimated_verdict
         from emodistill.core.inputs import Dims
-        from export.profiles import load_budget
+        from emodistill.export.profiles import load_budget
 
         if predictor.kind != "checkpoint":  # the estimate needs the PyTorch model
             print(f"note: {predictor.path}'s sidecar has no verdict for {budget_name}; pass the checkpoint to "
@@ -227,7 +227,7 @@ def stream_command(predictor, args) -> int:
     plot_timeline(result, out / "timeline.png")
     print_summary(result)
     if result["budget"]:
-        from export.budget import Verdict
+        from emodistill.export.budget import Verdict
 
         v = Verdict(**result["budget"].pop("verdict"))
         v.details = {"pipeline": result["budget"]}

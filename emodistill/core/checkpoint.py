@@ -119,7 +119,7 @@ def build_model(meta: dict) -> torch.nn.Module:
         registered = ", ".join(list_families()) or "none"
         raise CheckpointError(f"{META}: model family {family!r} is not registered (registered: {registered}); "
                               "import the package that defines it before loading the checkpoint (emodistill's "
-                              "families: `import student`, `import teacher`)") from None
+                              "families: `import emodistill.student`, `import emodistill.teacher`)") from None
     try:
         return from_config(meta["model"])
     except (TypeError, ValueError, KeyError) as e:

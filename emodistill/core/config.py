@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .utils import CONFIG_DIR, REPO_ROOT, write_text_atomic
+from .utils import CONFIG_DIR, write_text_atomic
 
 T = TypeVar("T", bound="BaseConfig")
 
@@ -85,19 +85,55 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+RECIPE_KINDS = ("teacher", "distill", "data")
+
+
+def packaged_configs(kind: str | None = None) -> dict[str, Path]:
+    """The packaged YAML files by name (`kind/stem`, e.g. `distill/ravdess_s`), in `CONFIG_DIR`.
+
+    `kind`: `teacher`, `distill`, `data` or `hardware` (profiles and budgets); None = every recipe kind.
+    """
+    kinds = RECIPE_KINDS if kind is None else (kind,)
+    return {str(f.relative_to(CONFIG_DIR).with_suffix("")): f
+            for k in kinds for f in sorted((CONFIG_DIR / k).rglob("*.yaml"))}
+
+
+def first_line(path: Path) -> str:
+    """The command a recipe's first line gives ('' when it has none)."""
+    try:
+        line = path.read_text().split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return line.lstrip("# ").strip() if line.startswith("#") else ""
+
+
 def resolve_config_path(path: str | Path) -> Path:
-    """A path as given, else relative to the repository (`configs/distill/demo.yaml` from any folder), else
-    relative to its `configs/` folder (`distill/demo`)."""
+    """A config file: the path as given (a user's own file), else a packaged recipe by its name.
+
+    Packaged names: `ravdess_s`, `distill/ravdess_s`, `distill/ravdess_s.yaml` or the repository path
+    `configs/distill/ravdess_s.yaml`, all found in the installed package from any folder.
+    """
     p = Path(path)
     if p.is_file():
         return p
-    cands = [] if p.is_absolute() else [REPO_ROOT / p, CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"]
-    for cand in cands:
-        if cand.is_file():
-            return cand
     if p.is_dir():
         raise ConfigError(f"config {path} is a folder, not a YAML file")
-    raise ConfigError(f"config file not found: {path} (also looked under {REPO_ROOT} and {CONFIG_DIR})")
+    if not p.is_absolute():
+        rel = Path(*p.parts[1:]) if p.parts and p.parts[0] == "configs" else p
+        for cand in (CONFIG_DIR / rel, CONFIG_DIR / f"{rel}.yaml"):
+            if cand.is_file() and rel.parts[0] != "hardware":
+                return cand
+        if len(rel.parts) == 1:
+            stem = rel.stem if rel.suffix in (".yaml", ".yml") else rel.name
+            hits = [f for name, f in packaged_configs().items() if Path(name).name == stem]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                names = ", ".join(str(f.relative_to(CONFIG_DIR).with_suffix("")) for f in hits)
+                raise ConfigError(f"config {path!r} names several packaged recipes: {names}; give one of them")
+    names = ", ".join(packaged_configs())
+    raise ConfigError(f"config file not found: {path} (not a file, nor a packaged recipe: {names}; "
+                      f"`emodistill config list` shows them)")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

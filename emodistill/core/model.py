@@ -42,7 +42,7 @@ Attributes and methods:
 
 Registries. A family registers (1) its presets into `model_registry(family)` and (2) the function that
 rebuilds a model from its `get_config()` with `register_family(family, model_from_config)`, both when its
-package is imported (`import student`, `import teacher`). `create_model(name, **kw)` creates any registered
+package is imported (`import emodistill.student`, `import emodistill.teacher`). `create_model(name, **kw)` creates any registered
 preset, `list_models(family=, role=)` lists them. `load_checkpoint` rebuilds a checkpoint through its family's
 `model_from_config`, so whoever loads checkpoints imports the family packages first (an unregistered family is
 a CheckpointError naming it). Preset tags: `role` (the side of distillation the preset plays; default its
@@ -166,7 +166,7 @@ def model_tags(name: str) -> dict[str, Any]:
         if name in reg:
             return {**reg.tags(name), "family": family, "role": _role(family, name)}
     raise UnknownNameError(f"unknown model {name!r}; available: {', '.join(list_models()) or 'none'} (a family "
-                           "registers its presets when its package is imported: `import student`, `import teacher`)")
+                           "registers its presets when its package is imported: `import emodistill.student`, `import emodistill.teacher`)")
 
 
 def create_model(name: str, **kwargs: Any) -> AVModel:

@@ -18,8 +18,28 @@ import numpy as np
 
 logger = logging.getLogger("emodistill")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _checkout_root() -> Path | None:
+    """The repository when running from a checkout (editable install), None for an installed wheel."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "teacher" / "__init__.py").is_file() else None
+
+
+def _config_dir() -> Path:
+    """The packaged recipes, profiles and budgets: `emodistill.configs` (the repository's configs/ folder)."""
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files("emodistill.configs")))
+    except ModuleNotFoundError:  # a checkout on PYTHONPATH without the install's package mapping
+        if REPO_ROOT is None:
+            raise
+        return REPO_ROOT / "configs"
+
+
+REPO_ROOT = _checkout_root()
+CONFIG_DIR = _config_dir()
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
@@ -47,7 +67,10 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit (with '-dirty' when the tree has changes), or None outside git."""
+    """The checkout's commit (with '-dirty' when the tree has changes), or None for an installed wheel (whose
+    folder may sit inside some other repository) and outside git."""
+    if REPO_ROOT is None:
+        return None
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
@@ -198,7 +221,7 @@ def cpu_name() -> str:
 def lazy_exports(package: str, table: dict[str, list[str]]):
     """Module-level `__getattr__`, `__dir__` and `__all__` for a package whose names load on first use.
 
-    `table` maps a submodule to the names it provides: `from export import export_onnx` imports `export.onnx`
+    `table` maps a submodule to the names it provides: `from emodistill.export import export_onnx` imports `emodistill.export.onnx`
     only then, so `emodistill --help` and the data workers do not pay for torch, onnx or onnxruntime.
         __getattr__, __dir__, __all__ = lazy_exports(__name__, {"onnx": ["export_onnx"]})
     """

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from distill.cache import CacheMiss, TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
-from distill.core import Distiller
-from distill.data import CLEAN_VIEW, CleanTeacherView, clean_teacher_inputs
-from distill.losses import create_loss
-from distill.toy import ToyDataConfig, create_toy, toy_datasets
+from emodistill.distill.cache import CacheMiss, TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
+from emodistill.distill.core import Distiller
+from emodistill.distill.data import CLEAN_VIEW, CleanTeacherView, clean_teacher_inputs
+from emodistill.distill.losses import create_loss
+from emodistill.distill.toy import ToyDataConfig, create_toy, toy_datasets
 
 FEATURES = ["pooled", "features", "audio_features", "visual_features"]
 

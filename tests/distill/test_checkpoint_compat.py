@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.cache import teacher_fingerprint
-from distill.config import DistillConfig
-from distill.toy import create_toy
+from emodistill.distill.cache import teacher_fingerprint
+from emodistill.distill.config import DistillConfig
+from emodistill.distill.toy import create_toy
 from emodistill.core.checkpoint import CheckpointError, fingerprint, is_checkpoint_path, load_weights
 from emodistill.core.utils import sha256_file
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import DistillConfig
+from emodistill.distill.config import DistillConfig
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.utils import CONFIG_DIR
 

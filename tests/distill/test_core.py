@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distill.core import Distiller, LossTerm, distill_epochs
-from distill.losses import WeightSchedule, create_loss
+from emodistill.distill.core import Distiller, LossTerm, distill_epochs
+from emodistill.distill.losses import WeightSchedule, create_loss
 
 
 class MLP(nn.Module):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distill.losses import LOSSES, WeightSchedule, create_loss, kd_loss, rkd_loss
+from emodistill.distill.losses import LOSSES, WeightSchedule, create_loss, kd_loss, rkd_loss
 
 
 def softmax(xs, t=1.0):
@@ -252,7 +252,7 @@ def test_unimodal_needs_unimodal_heads():
 
 
 def test_unimodal_kd_by_hand_over_present_modalities():
-    from distill.losses import create_loss, kd_loss, needs_teacher
+    from emodistill.distill.losses import create_loss, kd_loss, needs_teacher
 
     g = torch.Generator().manual_seed(0)
     s = {k: torch.randn(4, 3, generator=g) for k in ("logits", "audio_logits", "visual_logits")}

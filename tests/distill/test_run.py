@@ -111,8 +111,8 @@ def test_torchrun_two_processes_gathers_whole_split(tmp_path):
 
 
 def test_ce_only_baseline_loads_no_teacher(tmp_path):
-    from distill.config import DistillConfig
-    from distill.run import train
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
 
     cfg = load_config(DistillConfig, recipe(tmp_path, "ce"), ["distill.kd=false", "train.epochs=2"])
     m = train(cfg)
@@ -122,8 +122,8 @@ def test_ce_only_baseline_loads_no_teacher(tmp_path):
 
 
 def test_kd_and_ce_arms_of_a_seed_start_from_the_same_student(tmp_path):
-    from distill.config import DistillConfig
-    from distill.run import train
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
 
     tiny_steps = ["train.epochs=1", "train.lr=1e-9", "train.warmup_epochs=0"]  # weights stay at their init
     for arm, extra in (("kd", []), ("ce", ["distill.kd=false"])):
@@ -135,8 +135,8 @@ def test_kd_and_ce_arms_of_a_seed_start_from_the_same_student(tmp_path):
 
 
 def test_unlabeled_transfer_set_and_cache_vs_live(tmp_path):
-    from distill.config import DistillConfig
-    from distill.run import train
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
 
     unl = train(load_config(DistillConfig, recipe(tmp_path, "unl"), ["distill.label_fraction=0", "train.epochs=2"]))
     assert all(r["train_ce"] == 0 and r["train_kd"] > 0 for r in unl["history"])
@@ -153,8 +153,8 @@ def test_unlabeled_transfer_set_and_cache_vs_live(tmp_path):
 
 
 def test_clean_teacher_view_cached_and_live(tmp_path):
-    from distill.config import DistillConfig
-    from distill.run import train
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
 
     runs = {mode: train(load_config(DistillConfig, recipe(tmp_path, f"clean_{mode}"),
                                     ["distill.teacher_view=clean", f"distill.cache={mode == 'cached'}",
@@ -165,8 +165,8 @@ def test_clean_teacher_view_cached_and_live(tmp_path):
 
 
 def test_bad_loss_args_name_the_key(tmp_path):
-    from distill.config import DistillConfig
-    from distill.run import train
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
 
     cfg = load_config(DistillConfig, recipe(tmp_path, "bad"), ["distill.losses.kd.args.temprature=2"])
     with pytest.raises(ConfigError, match="distill.losses.kd"):

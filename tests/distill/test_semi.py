@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 import torch
 
-from distill.data import LabelledOnly, PartiallyLabeled, label_split, semi_supervised
-from distill.losses import IGNORE_LABEL
-from distill.toy import ToyDataConfig, toy_datasets
+from emodistill.distill.data import LabelledOnly, PartiallyLabeled, label_split, semi_supervised
+from emodistill.distill.losses import IGNORE_LABEL
+from emodistill.distill.toy import ToyDataConfig, toy_datasets
 from emodistill.core.config import load_config
 
 from .test_run import recipe
@@ -70,9 +70,9 @@ def test_arms_see_what_the_regime_says():
 
 def test_ce_only_arm_never_loads_unlabelled_clips(tmp_path, monkeypatch):
     """End to end on the toy set: every train item the CE-only arm draws is a labelled clip."""
-    from distill.config import DistillConfig
-    from distill.run import train
-    from distill.toy import ToyClips
+    from emodistill.distill.config import DistillConfig
+    from emodistill.distill.run import train
+    from emodistill.distill.toy import ToyClips
 
     seen: dict[str, set] = {"train": set()}
     real = ToyClips.load
@@ -97,7 +97,7 @@ def test_ce_only_arm_never_loads_unlabelled_clips(tmp_path, monkeypatch):
 
 
 def test_sweep_command_on_the_toy_set(tmp_path, capsys):
-    from distill.seeds import main
+    from emodistill.distill.seeds import main
 
     cfg = recipe(tmp_path, "sweep", train={"epochs": 1, "batch_size": 8, "eval_batch_size": 8, "lr": 0.01,
                                            "threads": 1, "eval_teacher": True, "eval_missing": False})

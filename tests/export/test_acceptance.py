@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from emodistill.core.checkpoint import save_checkpoint
-from export.run import main as export_main
+from emodistill.export.run import main as export_main
 from export_toys import train_student
 
 pytestmark = pytest.mark.slow
-student = pytest.importorskip("student")
+student = pytest.importorskip("emodistill.student")
 
 
 @pytest.fixture(scope="module")

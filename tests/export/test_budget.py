@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from export_toys import TOY_PREPROCESS
-from export.budget import estimated_verdict, judge, make_verdict, measured_verdict
-from export.profiles import load_budget
-from export.wrappers import Dims
+from emodistill.export.budget import estimated_verdict, judge, make_verdict, measured_verdict
+from emodistill.export.profiles import load_budget
+from emodistill.export.wrappers import Dims
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
 
@@ -65,7 +65,7 @@ def test_measured_verdict_on_cuda(toy_model):
 
 
 def test_pipeline_check_adds_measured_host_time_to_the_model_figure(toy_model):
-    from export.budget import pipeline_check
+    from emodistill.export.budget import pipeline_check
 
     budget, profile = load_budget("rtx3050-laptop-4gb-realtime", ["precision=fp32"])
     v = estimated_verdict(toy_model, Dims.from_preprocess(TOY_PREPROCESS), budget, profile, "fp32")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from export.calibrate import FIT, HELD_OUT, PUBLISHED, TARGETS, evaluate, count_model, spearman
-from export.estimate import count_costs, tile_utilization
-from export.profiles import load_profile
+from emodistill.export.calibrate import FIT, HELD_OUT, PUBLISHED, TARGETS, evaluate, count_model, spearman
+from emodistill.export.estimate import count_costs, tile_utilization
+from emodistill.export.profiles import load_profile
 
 pytest.importorskip("torchvision")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from export.estimate import count_costs, estimate
-from export.profiles import HardwareProfile
+from emodistill.export.estimate import count_costs, estimate
+from emodistill.export.profiles import HardwareProfile
 
 SM, CLK, BW = 20, 1500.0, 200.0  # a made-up board, so the hand figures do not depend on the shipped YAMLs
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from emodistill.core.checkpoint import save_checkpoint
-from export.run import main as export_main
+from emodistill.export.run import main as export_main
 from emodistill.core.contract import RAVDESS_CLASSES
 from emodistill.core.utils import REPO_ROOT, sha256_file
 
-student = pytest.importorskip("student")
+student = pytest.importorskip("emodistill.student")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_budget_precision_mismatch_and_force(xs_checkpoint, tmp_path, capsys):
     rc = export_main(["--checkpoint", str(xs_checkpoint), "--precision", "fp32",
                    "--budget", "rtx3050-laptop-4gb-realtime", "--out", str(tmp_path / "x")])
     assert rc == 2 and "is for int8" in capsys.readouterr().err
-    from export.run import _prepare_out
+    from emodistill.export.run import _prepare_out
 
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "model.json").write_text("{}")
@@ -94,7 +94,7 @@ def test_run_py_and_cli_registration(capsys):
     assert r.returncode == 0 and "--budget" in r.stdout and "--precision" in r.stdout
     import argparse
 
-    from export.cli import register
+    from emodistill.export.cli import register
 
     parser = argparse.ArgumentParser(prog="emodistill")
     register(parser.add_subparsers(dest="command"))

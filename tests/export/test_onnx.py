@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from export_toys import TOY_PREPROCESS
-from export.onnx import (TOLERANCES, compare_logits, export_onnx, make_session, ort_latency, run_session,
+from emodistill.export.onnx import (TOLERANCES, compare_logits, export_onnx, make_session, ort_latency, run_session,
                          session_logits, torch_logits)
-from export.wrappers import Dims, half_model, random_inputs
+from emodistill.export.wrappers import Dims, half_model, random_inputs
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
 

@@ -1,16 +1,16 @@
 """Latency regression checks (`pytest tests/export -m perf`; CI runs them at this small size).
 
 Deterministic figures must stay within +2% of tests/export/perf_baseline.json, the measured ONNX Runtime
-latency ratio within +25%. Rewrite the baseline with `python -m export.perf --update-baseline` (or run these
+latency ratio within +25%. Rewrite the baseline with `python -m emodistill.export.perf --update-baseline` (or run these
 tests with --update-perf-baseline / EMODISTILL_UPDATE_PERF_BASELINE=1) and commit the diff.
 """
 
 import pytest
 
-from export import perf
+from emodistill.export import perf
 
 pytestmark = pytest.mark.perf
-student = pytest.importorskip("student")
+student = pytest.importorskip("emodistill.student")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_deterministic_figures_within_2_percent_of_baseline(figures, update_perf
 
 
 def test_onnx_runtime_ratio_within_25_percent_of_baseline(figures, tmp_path, update_perf_baseline):
-    from export.wrappers import Dims
+    from emodistill.export.wrappers import Dims
 
     _, onnx_path = figures
     ref = perf.reference_onnx(tmp_path / "reference.onnx")

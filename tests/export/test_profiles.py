@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from emodistill.core.config import ConfigError
-from export.profiles import HARDWARE_DIR, list_budgets, list_profiles, load_budget, load_profile
+from emodistill.export.profiles import HARDWARE_DIR, list_budgets, list_profiles, load_budget, load_profile
 
 NAMES = ["rtx3050-desktop-8gb", "rtx3050-desktop-6gb", "rtx3050-laptop-4gb", "rtx3050-laptop-6gb"]
 

@@ -5,9 +5,9 @@ import onnx
 import pytest
 
 from export_toys import TOY_PREPROCESS
-from export.onnx import accuracy_report, compare_logits, export_onnx, make_session, session_logits, torch_logits
-from export.quantize import QuantConfig, make_reader, nodes_to_exclude, quantize_int8
-from export.wrappers import Dims
+from emodistill.export.onnx import accuracy_report, compare_logits, export_onnx, make_session, session_logits, torch_logits
+from emodistill.export.quantize import QuantConfig, make_reader, nodes_to_exclude, quantize_int8
+from emodistill.export.wrappers import Dims
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from export.run import main as export_main
+from emodistill.export.run import main as export_main
 from emodistill.core.utils import REPO_ROOT
-from export.onnx import compare_logits, torch_logits
-from export.tensorrt import availability, trtexec_command
-from export.wrappers import Dims, random_inputs
+from emodistill.export.onnx import compare_logits, torch_logits
+from emodistill.export.tensorrt import availability, trtexec_command
+from emodistill.export.wrappers import Dims, random_inputs
 from export_toys import TOY_PREPROCESS
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
@@ -60,7 +60,7 @@ def test_trtexec_line_for_the_onnx_artifact():
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_builds_fully_and_matches_pytorch(trained_toy, tmp_path, precision):
-    from export.tensorrt import build_engine
+    from emodistill.export.tensorrt import build_engine
 
     model, _, test = trained_toy
     facts, compiled = build_engine(model, DIMS, precision, tmp_path / "toy.engine", opt_batch=1, max_batch=16)
@@ -76,7 +76,7 @@ def test_engine_builds_fully_and_matches_pytorch(trained_toy, tmp_path, precisio
 
 @pytest.mark.tensorrt
 def test_int8_engine_with_model_optimizer(trained_toy, tmp_path):
-    from export.tensorrt import build_engine
+    from emodistill.export.tensorrt import build_engine
 
     model, train, test = trained_toy
     calib = [{"video": train.video[i:i + 16], "audio": train.audio[i:i + 16]} for i in range(0, 64, 16)]

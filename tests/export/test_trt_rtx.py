@@ -11,15 +11,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from emodistill.core.checkpoint import save_checkpoint
 from emodistill.core.contract import RAVDESS_CLASSES
-from export.onnx import export_onnx
-from export.profiles import load_profile
-from export.quantize import QuantConfig, make_reader, quantize_int8
-from export.run import main as export_main
-from export.wrappers import Dims
+from emodistill.export.onnx import export_onnx
+from emodistill.export.profiles import load_profile
+from emodistill.export.quantize import QuantConfig, make_reader, quantize_int8
+from emodistill.export.run import main as export_main
+from emodistill.export.wrappers import Dims
 from export_toys import TOY_PREPROCESS, ToyAV, ToyClips
 
 trt = pytest.importorskip("tensorrt_rtx")
-from export.trt_rtx import EngineBuildError, build_engine, parse_memory, sm_target  # noqa: E402
+from emodistill.export.trt_rtx import EngineBuildError, build_engine, parse_memory, sm_target  # noqa: E402
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
 FAST = ["--latency-seconds", "0.2", "--parity-samples", "8", "--eval-batch", "8", "--calib-samples", "8"]
@@ -114,7 +114,7 @@ def test_memory_lines_are_parsed():
 @pytest.fixture(scope="module")
 def xs(tmp_path_factory):
     """A student_xs checkpoint (random weights) and its fp32 ONNX export through the CLI."""
-    student = pytest.importorskip("student")
+    student = pytest.importorskip("emodistill.student")
     torch.manual_seed(0)
     model = student.create_student("student_xs")
     root = tmp_path_factory.mktemp("xs")

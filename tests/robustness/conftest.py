@@ -41,7 +41,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
     from emodistill.core.checkpoint import save_checkpoint
     from emodistill.core.contract import RAVDESS_CLASSES, Preprocess
-    from student import create_student
+    from emodistill.student import create_student
 
     torch.manual_seed(0)
     pre = Preprocess(num_frames=4, image_size=32, clip_seconds=0.5, face_crop="center")

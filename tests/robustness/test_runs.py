@@ -105,7 +105,7 @@ def test_resume_never_follows_a_state_path_out_of_its_folder(toy_run, tmp_path, 
 
 def test_weight_index_never_points_out_of_its_folder(tmp_path):
     """Issue 17 item 8: teacher/weights.py joined weight_map names unchecked."""
-    from teacher.weights import resolve_sources
+    from emodistill.teacher.weights import resolve_sources
 
     folder = tmp_path / "lfm2"
     folder.mkdir()
@@ -121,7 +121,7 @@ def test_files_written_atomically_get_normal_modes(tmp_path, checkpoint):
     """Issue 17 item 9: every atomically written file was 0600 (mkstemp), whatever the umask."""
     import torch
 
-    from distill.state import save_state
+    from emodistill.distill.state import save_state
     from emodistill.core.utils import write_json_atomic
 
     old = os.umask(0o022)

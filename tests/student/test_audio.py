@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchaudio
 
-from student.audio import AudioBranch, ConformerBlock, ConformerEncoder, ConvSubsampling, LogMel
+from emodistill.student.audio import AudioBranch, ConformerBlock, ConformerEncoder, ConvSubsampling, LogMel
 
 
 def _signal(batch: int, n: int) -> torch.Tensor:

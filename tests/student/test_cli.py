@@ -2,8 +2,8 @@ import pytest
 
 from emodistill.app.cli import main
 from emodistill.core.inputs import random_inputs
-from student import create_student
-from student.cli import part_flops, preset_dims
+from emodistill.student import create_student
+from emodistill.student.cli import part_flops, preset_dims
 
 
 def test_info_prints_params_and_flops(capsys):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from student.fusion import LFM2Fusion, LFM2FusionConfig
+from emodistill.student.fusion import LFM2Fusion, LFM2FusionConfig
 
 TINY = dict(audio_dim=12, visual_dim=20, num_segments=4, hidden_dim=32, num_layers=3, dropout=0.0,
             projection_hidden_dim=24, output_dim=16, num_heads=4, num_kv_heads=2, ff_multiple_of=16)

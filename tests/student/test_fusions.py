@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from student.fusions import FUSIONS, create_fusion, list_fusions, route
+from emodistill.student.fusions import FUSIONS, create_fusion, list_fusions, route
 
 DA, DV, S, DOUT = 12, 20, 4, 16
 MODES = ["lfm2", "concat_mlp", "gated", "film", "cross_attention", "transformer_concat", "modality_dropout",

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from student.head import ClassifierHead, SegmentPooling, TemporalPooling
+from emodistill.student.head import ClassifierHead, SegmentPooling, TemporalPooling
 
 
 def _pool(mode: str, dim: int = 8, segments: int = 4) -> SegmentPooling:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Lfm2Config, Lfm2ForCausalLM, Lfm2Model
 
-from student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig, Lfm2RMSNorm
+from emodistill.student.lfm2 import Lfm2Backbone, Lfm2BackboneConfig, Lfm2RMSNorm
 
 # (hidden, heads, kv_heads, intermediate, layer_types, conv_bias, auto_adjust, ffn_multiplier, multiple_of)
 CONFIGS = {

@@ -6,8 +6,8 @@ import torch
 from emodistill.core.checkpoint import load_checkpoint, save_checkpoint
 from emodistill.core.contract import CREMAD_CLASSES, Preprocess
 from emodistill.core.inputs import random_inputs
-from student import StudentConfig, StudentModel, create_student, list_students, model_from_config
-from student.cli import preset_dims
+from emodistill.student import StudentConfig, StudentModel, create_student, list_students, model_from_config
+from emodistill.student.cli import preset_dims
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from emodistill.core.inputs import random_inputs
-from export.onnx import export_onnx, make_session
-from student import create_student
-from student.cli import preset_dims
+from emodistill.export.onnx import export_onnx, make_session
+from emodistill.student import create_student
+from emodistill.student.cli import preset_dims
 
 
 def _round_trip(model, tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from student.video import FrameViT, ROICompression, TimmFrameEncoder, VideoBranch
+from emodistill.student.video import FrameViT, ROICompression, TimmFrameEncoder, VideoBranch
 
 TIMM = "mobilenetv4_conv_small_050"
 

@@ -58,7 +58,7 @@ def clip():
 @pytest.fixture
 def small():
     """Factory of a small `teacher_tiny` variant (tiny dims of the fixture checkpoints, S=4, k=3)."""
-    from teacher import create_teacher
+    from emodistill.teacher import create_teacher
 
     return lambda **kw: create_teacher("teacher_tiny", **{**SMALL, **kw})
 

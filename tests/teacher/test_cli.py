@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from teacher import cli
+from emodistill.teacher import cli
 
 
 def _parse(argv):

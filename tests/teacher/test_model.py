@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from transformers import (Lfm2ForCausalLM, ParakeetFeatureExtractor, ParakeetForCTC, Siglip2ImageProcessor,
                           Siglip2VisionModel, SiglipModel)
 
-import teacher.weights as weights
+import emodistill.teacher.weights as weights
 from emodistill.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from emodistill.core.contract import Preprocess
 from emodistill.core.layers import interleave
-from teacher import TeacherModel, list_teachers, model_from_config
-from teacher.encoders import LogMel
+from emodistill.teacher import TeacherModel, list_teachers, model_from_config
+from emodistill.teacher.encoders import LogMel
 
 
 def loaded(small, hf_dirs, **kw):

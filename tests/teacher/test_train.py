@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from emodistill.core.checkpoint import CheckpointError, load_checkpoint, load_weights
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.data import build_datasets
-from teacher import TeacherModel, create_teacher
-from teacher.train import TeacherTrainConfig
+from emodistill.teacher import TeacherModel, create_teacher
+from emodistill.teacher.train import TeacherTrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "teacher" / "tiny_synth.yaml"

@@ -7,8 +7,8 @@ import huggingface_hub
 import pytest
 import torch
 
-from teacher import MissingWeightsError, create_teacher
-from teacher.weights import load_selected, resolve_sources
+from emodistill.teacher import MissingWeightsError, create_teacher
+from emodistill.teacher.weights import load_selected, resolve_sources
 
 
 @pytest.fixture

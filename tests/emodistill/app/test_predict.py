@@ -13,7 +13,7 @@ from emodistill.core.contract import Preprocess
 from emodistill.core.contract import RAVDESS_CLASSES
 from emodistill.core.data.synth import clip_specs, make_clip
 from emodistill.app.predict import ContractError, Predictor
-from student import create_student
+from emodistill.student import create_student
 
 
 @pytest.fixture(scope="module")

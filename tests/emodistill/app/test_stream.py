@@ -202,7 +202,7 @@ def checkpoint(tmp_path_factory):
     import torch
 
     from emodistill.core.checkpoint import save_checkpoint
-    from student import create_student
+    from emodistill.student import create_student
 
     torch.manual_seed(0)
     pre = Preprocess(num_frames=8, image_size=64, clip_seconds=2.0, face_crop="center")

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import distill.toy  # noqa: F401  (registers the toy presets)
-import student  # noqa: F401
-import teacher  # noqa: F401
+import emodistill.distill.toy  # noqa: F401  (registers the toy presets)
+from emodistill import student, teacher  # noqa: F401
 from emodistill.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from emodistill.core.contract import Preprocess
 from emodistill.core.errors import UnknownNameError
@@ -127,9 +126,9 @@ def test_loading_without_importing_the_family_names_the_package(tmp_path):
     ck = _student_checkpoint(tmp_path / "ck")
     code = ("from emodistill.core.checkpoint import CheckpointError, load_checkpoint\n"
             f"try:\n    load_checkpoint({str(ck)!r})\nexcept CheckpointError as e:\n    print('ERROR', e)\n"
-            "import student\nprint('LOADED', type(load_checkpoint(" + repr(str(ck)) + ")[0]).__name__)\n")
+            "import emodistill.student\nprint('LOADED', type(load_checkpoint(" + repr(str(ck)) + ")[0]).__name__)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "ERROR" in r.stdout and "'student' is not registered" in r.stdout and "import student" in r.stdout
+    assert "ERROR" in r.stdout and "'student' is not registered" in r.stdout and "import emodistill.student" in r.stdout
     assert "LOADED StudentModel" in r.stdout

@@ -1,0 +1,90 @@
+"""`emodistill config list | show`: the recipes, hardware profiles and budgets that ship with the package.
+
+Every command that takes `--config` accepts a packaged recipe by name (`ravdess_s`, `distill/ravdess_s`) from
+any folder, or a path to your own YAML; `--budget` and `--profile` take a packaged name or a YAML path.
+`emodistill config show NAME > my_recipe.yaml` copies one to edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core.config import RECIPE_KINDS, ConfigError, first_line, packaged_configs, resolve_config_path
+from ..core.utils import CONFIG_DIR
+
+
+def _description(path: Path) -> str:
+    """The recipe's second comment line (its first says the command that runs it)."""
+    lines = path.read_text().splitlines()[1:3]
+    return next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("#")), "")
+
+
+def catalogue() -> dict[str, list[dict]]:
+    """{"recipes": [...], "profiles": [...], "budgets": [...]}, each item name/kind/path/command/description."""
+    from ..export.profiles import BUDGET_DIR, HARDWARE_DIR, list_budgets, list_profiles
+
+    recipes = [{"name": Path(name).name, "kind": Path(name).parts[0], "path": str(f), "command": first_line(f),
+                "description": _description(f)} for name, f in packaged_configs().items()]
+    profiles = [{"name": n, "kind": "profile", "path": str(HARDWARE_DIR / f"{n}.yaml"),
+                 "description": _description(HARDWARE_DIR / f"{n}.yaml")} for n in list_profiles()
+                if (HARDWARE_DIR / f"{n}.yaml").is_file()]
+    budgets = [{"name": n, "kind": "budget", "path": str(BUDGET_DIR / f"{n}.yaml"),
+                "description": _description(BUDGET_DIR / f"{n}.yaml")} for n in list_budgets()
+               if (BUDGET_DIR / f"{n}.yaml").is_file()]
+    return {"recipes": recipes, "profiles": profiles, "budgets": budgets}
+
+
+def render(cat: dict[str, list[dict]]) -> str:
+    width = max(len(f"{i['kind']}/{i['name']}") for items in cat.values() for i in items) + 2
+    lines = [f"packaged configs in {CONFIG_DIR}"]
+    titles = {"recipes": "recipes (--config NAME)", "profiles": "hardware profiles (--profile / --budget NAME)",
+              "budgets": "budgets (--budget NAME)"}
+    for section, items in cat.items():
+        lines.append(f"\n{titles[section]}")
+        for i in items:
+            name = f"{i['kind']}/{i['name']}" if section == "recipes" else i["name"]
+            lines.append(f"  {name:<{width}}{i['description']}")
+    return "\n".join(lines)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    cat = catalogue()
+    if args.kind:
+        cat = {k: [i for i in v if i["kind"] == args.kind or (args.kind == "hardware" and k != "recipes")]
+               for k, v in cat.items()}
+        cat = {k: v for k, v in cat.items() if v}
+    print(json.dumps(cat, indent=1) if args.json else render(cat))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from ..export.profiles import BUDGET_DIR, HARDWARE_DIR
+
+    try:
+        path = resolve_config_path(args.name)
+    except ConfigError:
+        hw = [d / f"{args.name}.yaml" for d in (BUDGET_DIR, HARDWARE_DIR)]
+        path = next((p for p in hw if p.is_file()), None)
+        if path is None:
+            raise
+    print(path.read_text(), end="")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("config", help="list or print the packaged recipes, hardware profiles and budgets",
+                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=__doc__.split("\n\n", 1)[1])
+    csub = p.add_subparsers(dest="config_command", metavar="{list,show}", required=True)
+    ls = csub.add_parser("list", help="one line per packaged recipe, profile and budget")
+    ls.add_argument("--kind", choices=[*RECIPE_KINDS, "hardware"], help="only this kind")
+    ls.add_argument("--json", action="store_true", help="print JSON (name, kind, path, command, description)")
+    ls.set_defaults(func=run_list)
+    sh = csub.add_parser("show", help="print a packaged YAML (to copy and edit)")
+    sh.add_argument("name", help="recipe (ravdess_s, distill/ravdess_s), profile or budget name")
+    sh.set_defaults(func=run_show)
+
+
+__all__ = ["catalogue", "render", "register"]
