@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("emodistill.app.predict", "emotion probabilities for one clip"),
     "demo": ("emodistill.app.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
     "config": ("emodistill.app.configs", "list or print the packaged recipes, hardware profiles and budgets"),
+    "profiles": ("emodistill.app.configs", "the packaged hardware profiles, one line each"),
+    "budgets": ("emodistill.app.configs", "the packaged budgets, one line each"),
     "env": ("emodistill.app.env", "versions, native libraries, runtimes and GPUs; --check for a broken install"),
 }
 

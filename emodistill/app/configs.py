@@ -59,6 +59,17 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_hardware(args: argparse.Namespace) -> int:
+    """`emodistill profiles` / `emodistill budgets`: one line each."""
+    items = catalogue()[args.section]
+    if args.json:
+        print(json.dumps(items, indent=1))
+    else:
+        width = max(len(i["name"]) for i in items) + 2
+        print("\n".join(f"{i['name']:<{width}}{i['description']}" for i in items))
+    return 0
+
+
 def run_show(args: argparse.Namespace) -> int:
     from ..export.profiles import BUDGET_DIR, HARDWARE_DIR
 
@@ -85,6 +96,12 @@ def register(sub) -> None:
     sh = csub.add_parser("show", help="print a packaged YAML (to copy and edit)")
     sh.add_argument("name", help="recipe (ravdess_s, distill/ravdess_s), profile or budget name")
     sh.set_defaults(func=run_show)
+    for section, what in (("profiles", "hardware profiles (--profile NAME, or --budget NAME: its default budget)"),
+                          ("budgets", "latency / memory budgets (--budget NAME)")):
+        hp = sub.add_parser(section, help=f"list the packaged {what}, one line each",
+                            description=f"The packaged {what}; `emodistill config show NAME` prints one.")
+        hp.add_argument("--json", action="store_true", help="print JSON (name, path, description)")
+        hp.set_defaults(func=run_hardware, section=section)
 
 
 __all__ = ["catalogue", "render", "register"]

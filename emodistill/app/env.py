@@ -25,6 +25,7 @@ OK, FAIL, WARN, INFO = "ok", "FAIL", "warn", "info"
 IMPORT_NAMES = {
     "opencv-python-headless": "cv2", "pyyaml": "yaml", "av": "av", "tensorrt-rtx": "tensorrt_rtx",
     "torch-tensorrt-rtx": "torch_tensorrt", "nvidia-ml-py": "pynvml", "pytest-timeout": "pytest_timeout",
+    "import-linter": "importlinter",
 }
 
 

@@ -24,6 +24,8 @@ def test_env_check_passes_on_this_install():
                   "CUDA GPUs", "[dev]"):
         assert piece in r.stdout
     assert "all required pieces work" in r.stdout
+    dev = next(line for line in r.stdout.splitlines() if "[dev]" in line)
+    assert dev.split()[0] == "ok" and "does not import" not in dev, dev  # import-linter imports as `importlinter`
 
 
 def test_broken_torchaudio_is_a_fail_line_with_the_fix(tmp_path):
