@@ -11,27 +11,24 @@ import argparse
 import json
 from pathlib import Path
 
-from ..core.config import RECIPE_KINDS, ConfigError, first_line, packaged_configs, resolve_config_path
+from ..core.config import RECIPE_KINDS, ConfigError, packaged_configs, resolve_config_path, yaml_header
 from ..core.utils import CONFIG_DIR
 
 
-def _description(path: Path) -> str:
-    """The recipe's second comment line (its first says the command that runs it)."""
-    lines = path.read_text().splitlines()[1:3]
-    return next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("#")), "")
+def _item(name: str, kind: str, path: Path) -> dict:
+    command, description = yaml_header(path)
+    return {"name": name, "kind": kind, "path": str(path), "command": command, "description": description}
 
 
 def catalogue() -> dict[str, list[dict]]:
     """{"recipes": [...], "profiles": [...], "budgets": [...]}, each item name/kind/path/command/description."""
     from ..export.profiles import BUDGET_DIR, HARDWARE_DIR, list_budgets, list_profiles
 
-    recipes = [{"name": Path(name).name, "kind": Path(name).parts[0], "path": str(f), "command": first_line(f),
-                "description": _description(f)} for name, f in packaged_configs().items()]
-    profiles = [{"name": n, "kind": "profile", "path": str(HARDWARE_DIR / f"{n}.yaml"),
-                 "description": _description(HARDWARE_DIR / f"{n}.yaml")} for n in list_profiles()
+    recipes = [_item(Path(name).name, Path(name).parts[0], f) for name, f in packaged_configs().items()]
+    # the packaged ones only ($EMODISTILL_HARDWARE_DIR may add the user's own to what --budget finds)
+    profiles = [_item(n, "profile", HARDWARE_DIR / f"{n}.yaml") for n in list_profiles()
                 if (HARDWARE_DIR / f"{n}.yaml").is_file()]
-    budgets = [{"name": n, "kind": "budget", "path": str(BUDGET_DIR / f"{n}.yaml"),
-                "description": _description(BUDGET_DIR / f"{n}.yaml")} for n in list_budgets()
+    budgets = [_item(n, "budget", BUDGET_DIR / f"{n}.yaml") for n in list_budgets()
                if (BUDGET_DIR / f"{n}.yaml").is_file()]
     return {"recipes": recipes, "profiles": profiles, "budgets": budgets}
 

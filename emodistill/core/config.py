@@ -88,23 +88,20 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 RECIPE_KINDS = ("teacher", "distill", "data")
 
 
-def packaged_configs(kind: str | None = None) -> dict[str, Path]:
-    """The packaged YAML files by name (`kind/stem`, e.g. `distill/ravdess_s`), in `CONFIG_DIR`.
-
-    `kind`: `teacher`, `distill`, `data` or `hardware` (profiles and budgets); None = every recipe kind.
-    """
-    kinds = RECIPE_KINDS if kind is None else (kind,)
+def packaged_configs() -> dict[str, Path]:
+    """The packaged recipes by name (`kind/stem`, e.g. `distill/ravdess_s`) -> their file in `CONFIG_DIR`."""
     return {str(f.relative_to(CONFIG_DIR).with_suffix("")): f
-            for k in kinds for f in sorted((CONFIG_DIR / k).rglob("*.yaml"))}
+            for k in RECIPE_KINDS for f in sorted((CONFIG_DIR / k).rglob("*.yaml"))}
 
 
-def first_line(path: Path) -> str:
-    """The command a recipe's first line gives ('' when it has none)."""
+def yaml_header(path: Path) -> tuple[str, str]:
+    """(the command of a YAML's first comment line, the description of its second); '' where absent."""
     try:
-        line = path.read_text().split("\n", 1)[0]
+        lines = path.read_text().splitlines()[:2]
     except (OSError, UnicodeDecodeError):
-        return ""
-    return line.lstrip("# ").strip() if line.startswith("#") else ""
+        return "", ""
+    text = [ln.lstrip("# ").strip() if ln.startswith("#") else "" for ln in lines] + ["", ""]
+    return text[0], text[1]
 
 
 def resolve_config_path(path: str | Path) -> Path:
