@@ -85,7 +85,6 @@ class TrainSection(TrainConfig):
     """The shared `train:` schema (emodistill.core.train.TrainConfig) plus what only distillation has."""
 
     eval_teacher: bool = Field(True, description="also evaluate the teacher on val and test")
-    save_every_steps: int = Field(0, ge=0, description="also write the resumable state every N optimiser steps")
 
     @model_validator(mode="after")
     def _no_lr_scales(self):

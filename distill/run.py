@@ -42,7 +42,8 @@ from emodistill.core.contract import Preprocess
 from emodistill.core.evaluate import evaluate, modality_dropout_mask
 from emodistill.core.optim import split_decay
 from emodistill.core.train import (METRIC_KEYS, add_recipe_args, build_accelerator, build_scheduler, evaluate_splits,
-                                   final_test, finish_run, flat_config, keep_best, new_book, optimizer_step)
+                                   final_test, finish_run, flat_config, keep_best, new_book, optimizer_step,
+                                   resume_training, save_training_state)
 from emodistill.core.utils import atomic_path, check_run_folder, move_aside, seed_everything, setup_logging, stable_hash
 
 from emodistill.distill.cache import TeacherCache, WithTeacherOutputs, fill_for_epochs, teacher_fingerprint
@@ -51,7 +52,7 @@ from emodistill.distill.core import Distiller, LossTerm, av_inputs_full
 from emodistill.distill.data import (CLEAN_VIEW, CleanTeacherView, EpochShuffle, build_data, clean_teacher_inputs,
                           semi_supervised)
 from emodistill.distill.losses import WeightSchedule, create_loss, needs_teacher
-from emodistill.distill.state import latest_state, load_state, rng_state, save_state, set_rng_state
+from emodistill.core.state import latest_state
 
 logger = logging.getLogger("emodistill.distill.run")
 
@@ -248,31 +249,6 @@ def build_train_loader(cfg: DistillConfig, accelerator, distiller: Distiller, tr
     return train_items, loader, regime, cache_info
 
 
-def resume_state(state_root: Path, accelerator, core: Distiller, optimizer, scheduler, config_hash: str) -> dict | None:
-    """Restore the latest state under `state_root` into the model, optimiser, scheduler, grad scaler and this
-    process's RNG -> {"step", "epoch", "batch", "book", "partial"} where to go on (None: nothing to resume)."""
-    found = latest_state(state_root)
-    if found is None:
-        logger.warning("--resume: no training state under %s; starting from scratch", state_root)
-        return None
-    meta = load_state(found, model=core, optimizer=optimizer, scheduler=scheduler)
-    pos, extra = meta["position"], meta["extra"]
-    if extra.get("config_hash") != config_hash:
-        logger.warning("--resume: the config differs from the one that wrote %s", found)
-    at = {"step": pos["step"], "epoch": pos["epoch"], "batch": pos["batch"], "book": extra["book"],
-          "partial": pos.get("partial", {})}
-    if accelerator.scaler is not None and extra.get("grad_scaler"):  # fp16 loss scale
-        accelerator.scaler.load_state_dict(extra["grad_scaler"])
-    if pos["epoch_done"]:
-        at.update(epoch=at["epoch"] + 1, batch=0, partial={})
-    rngs = meta["rng"]
-    if len(rngs) != accelerator.num_processes:
-        logger.warning("--resume: state has %d process RNG states, this run %d", len(rngs), accelerator.num_processes)
-    set_rng_state(rngs[accelerator.process_index % len(rngs)])
-    logger.info("resumed from %s: epoch %d, batch %d, step %d", found, at["epoch"] + 1, at["batch"], at["step"])
-    return at
-
-
 def save_best(best_dir: Path, core: Distiller, preprocess: Preprocess, names: list[str], extra: dict) -> None:
     """The best student as a checkpoint, its loss modules (projectors) beside it."""
     save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names, extra=extra)
@@ -284,7 +260,7 @@ def save_best(best_dir: Path, core: Distiller, preprocess: Preprocess, names: li
 
 def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bool = False) -> dict:
     """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`."""
-    from accelerate.utils import DistributedDataParallelKwargs, gather_object
+    from accelerate.utils import DistributedDataParallelKwargs
 
     previous = preflight(cfg, resume, force)
     tc, out = cfg.train, Path(cfg.output_dir)
@@ -329,19 +305,15 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
         "train": {"epochs", "encoder_lr_scale", "backbone_lr_scale"}, "output_dir": True}))
     step, start_epoch, skip, partial, book = 0, 0, 0, {}, new_book()
     seed_everything(cfg.seed + accelerator.process_index)  # per-process dropout / modality-dropout streams
-    at = resume_state(state_root, accelerator, core, optimizer, scheduler, config_hash) if resume else None
+    at = resume_training(state_root, accelerator, model=core, optimizer=optimizer, scheduler=scheduler,
+                         config_hash=config_hash) if resume else None
     if at:
         step, start_epoch, skip, partial, book = at["step"], at["epoch"], at["batch"], at["partial"], at["book"]
 
-    def save_training_state(epoch: int, batch: int, epoch_done: bool, partial: dict | None = None) -> None:
-        rngs = gather_object([rng_state()])
-        if main:
-            save_state(state_root, model=core, optimizer=optimizer, scheduler=scheduler, rng=rngs,
-                       position={"step": step, "epoch": epoch, "batch": batch, "epoch_done": epoch_done,
-                                 "partial": partial or {}},
-                       extra={"book": book, "config_hash": config_hash,
-                              "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler else None})
-        accelerator.wait_for_everyone()
+    def save_state_at(epoch: int, batch: int, epoch_done: bool, partial: dict | None = None) -> None:
+        save_training_state(state_root, accelerator, model=core, optimizer=optimizer, scheduler=scheduler,
+                            position={"step": step, "epoch": epoch, "batch": batch, "epoch_done": epoch_done,
+                                      "partial": partial or {}}, book=book, config_hash=config_hash)
 
     start = time.perf_counter()
     for epoch in range(start_epoch, tc.epochs):
@@ -378,7 +350,7 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
                                      **{f"weight/{k}": w for k, w in core.weights_at(step).items()},
                                      "train/lr": scheduler.get_last_lr()[0]}, step=step)
                 if tc.save_every_steps and step % tc.save_every_steps == 0 and batch_idx < len(train_loader):
-                    save_training_state(epoch, batch_idx, epoch_done=False, partial={"sums": dict(sums), "seen": seen})
+                    save_state_at(epoch, batch_idx, epoch_done=False, partial={"sums": dict(sums), "seen": seen})
         epoch_seconds = time.perf_counter() - t0
         train_means = {k: accelerator.reduce(torch.tensor(v / max(seen, 1), device=device), "mean").item()
                        for k, v in sorted(sums.items())}
@@ -400,7 +372,7 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
             logger.info("epoch %d: loss %.4f  val acc %.4f uar %.4f f1 %.4f  (%.1f s)%s", epoch + 1,
                         train_means.get("loss", float("nan")), val["accuracy"], val["uar"], val["macro_f1"],
                         epoch_seconds, "  (best)" if improved else "")
-        save_training_state(epoch, batch_idx, epoch_done=True)
+        save_state_at(epoch, batch_idx, epoch_done=True)
     train_seconds = time.perf_counter() - start
 
     results = final_test(core.student, best_dir, accelerator, val_loader, test_loader, num_classes,
@@ -420,11 +392,8 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_recipe_args(parser, "configs/distill/*.yaml", "--set distill.kd=false --set train.epochs=5",
-                    "best/, metrics.json and state/")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from <output_dir>/state exactly where the last run stopped")
-    return parser
+    return add_recipe_args(parser, "configs/distill/*.yaml", "--set distill.kd=false --set train.epochs=5",
+                           "best/, metrics.json and state/")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -71,8 +71,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None,
                    help="dataset root: real clips for parity, calibration (train split) and accuracy (test split); "
                         "without it parity uses random inputs and no accuracy is reported")
-    p.add_argument("--data-format", choices=["ravdess", "cremad"], default=None,
-                   help="dataset naming scheme (default: the checkpoint's, else ravdess)")
+    p.add_argument("--data-format", choices=["ravdess", "cremad", "folder", "manifest"], default=None,
+                   help="dataset layout (default: the one the checkpoint was trained on, else ravdess)")
     p.add_argument("--verdict", choices=["auto", "estimated", "measured"], default="auto",
                    help="auto: measured when CUDA is visible, else the roofline estimate")
     p.add_argument("--measure-seconds", type=float, default=10.0, help="timed runs of a measured verdict (>= 10 s)")
@@ -130,11 +130,15 @@ def load_clips(args, meta: dict, dims) -> Clips:
         from emodistill.core.data import DataConfig, build_datasets
     except ImportError as e:
         raise RuntimeError(f"--data needs the data layer (emodistill.core.data): {e}") from e
-    saved = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    keep = {k: saved[k] for k in ("format", "split", "fold", "vocal_channel", "seed") if k in saved}
+    from emodistill.core.checkpoint import recorded_data
+
+    saved = recorded_data(meta)  # the layout, split and label map the model was trained with
+    keep = {k: saved[k] for k in ("format", "split", "fold", "vocal_channel", "seed", "label_map") if k in saved}
     if args.data_format:
         keep["format"] = args.data_format
-    cfg = DataConfig(root=args.data, preprocess=meta["preprocess"], augment=False, num_views=1, **keep)
+    # labels indexed the way the model's head is, whatever else the folder holds
+    cfg = DataConfig(root=args.data, preprocess=meta["preprocess"], augment=False, num_views=1,
+                     classes=meta["class_names"], **keep)
     ds = build_datasets(cfg)
     test = _batches(ds["test"], args.eval_batch, args.max_eval)
     if not test:

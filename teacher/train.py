@@ -1,11 +1,13 @@
 """Fine-tune a teacher on the data layer's splits (flat accelerate loop).
 
     accelerate launch teacher/train.py --config configs/teacher/tiny_synth.yaml [--set key=value ...]
-    emodistill teacher train --config configs/teacher/tiny_synth.yaml
+    emodistill teacher train --config configs/teacher/tiny_synth.yaml [--resume]
 
 AdamW with per-part learning rates, warm-up + cosine, gradient accumulation, mixed precision where the
 hardware has it, evaluation on val every epoch, best checkpoint chosen on val only, early stopping,
 test metrics of the best checkpoint at the end, TensorBoard logs and `metrics.json` in `output_dir`.
+`--resume` continues from `<output_dir>/state` exactly (the skeleton's mechanism, emodistill.core.train):
+a killed run resumed ends with the same weights as one never stopped.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from emodistill.core.checkpoint import save_checkpoint
 from emodistill.core.config import BaseConfig, ConfigError, load_config
 from emodistill.core.data import DataConfig, build_datasets
 from emodistill.core.evaluate import evaluate, modality_dropout_mask, modality_mask, unimodal_ce
+from emodistill.core.state import latest_state
 from emodistill.core.train import (METRIC_KEYS, TrainConfig, add_recipe_args, build_accelerator, build_scheduler,
-                                   final_test, finish_run, flat_config, keep_best, moved_keys, new_book, optimizer_step)
-from emodistill.core.utils import check_run_folder, move_aside, seed_everything, setup_logging
+                                   final_test, finish_run, flat_config, keep_best, moved_keys, new_book, optimizer_step,
+                                   resume_training, save_training_state)
+from emodistill.core.utils import check_run_folder, move_aside, seed_everything, setup_logging, stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -86,20 +90,26 @@ def _modality_mask(batch_size: int, p: float, device, modality: str = "both") ->
     return modality_dropout_mask(batch_size, p, device)
 
 
-def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> dict:
-    """Run the fine-tune; returns the metrics written to `<output_dir>/metrics.json`."""
+def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False, resume: bool = False) -> dict:
+    """Run the fine-tune (`resume`: continue `<output_dir>/state`); returns the metrics written to
+    `<output_dir>/metrics.json`."""
     from accelerate.utils import set_seed
 
     from emodistill.teacher import TEACHERS, create_teacher
 
+    if resume and force:
+        raise ValueError("--resume continues the run in output_dir, --force starts it over: give one of them")
     if cfg.model.name not in TEACHERS:  # before the data is decoded
         raise ConfigError(f"model.name: unknown teacher {cfg.model.name!r}; available: {', '.join(TEACHERS.names())}")
-    previous = check_run_folder(cfg.output_dir, force=force, can_resume=False)
-
     tc, out = cfg.train, Path(cfg.output_dir)
+    state_root = out / "state"
+    if resume:
+        latest_state(state_root)  # a torn or misdirected latest.json fails now
+    previous = check_run_folder(cfg.output_dir, resume=resume, force=force)
+
     accelerator = build_accelerator(tc, out)
     main = accelerator.is_main_process
-    if previous and main:  # only with --force (check_run_folder refused otherwise)
+    if force and previous and main:
         move_aside(out, previous)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
@@ -130,15 +140,38 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
     accelerator.init_trackers("teacher", config=flat_config(cfg.model_dump(mode="json")))
 
     best_dir = out / "best"
-    book, step = new_book(), 0
+    # the epoch count may grow on resume; where the run lives is not part of what it computes
+    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={"train": {"epochs"}, "output_dir": True}))
+    book, step, start_epoch, skip, partial = new_book(), 0, 0, 0, {}
+    at = resume_training(state_root, accelerator, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                         scheduler=scheduler, config_hash=config_hash) if resume else None
+    if at:
+        step, start_epoch, skip, partial, book = at["step"], at["epoch"], at["batch"], at["partial"], at["book"]
+        g.set_state(torch.tensor(at["extra"]["sampler_rng"], dtype=torch.uint8))
+
+    def save_state_at(epoch: int, batch: int, epoch_done: bool, sampler_rng: torch.Tensor, partial: dict) -> None:
+        save_training_state(state_root, accelerator, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                            scheduler=scheduler, book=book, config_hash=config_hash,
+                            position={"step": step, "epoch": epoch, "batch": batch, "epoch_done": epoch_done,
+                                      "partial": partial}, extra={"sampler_rng": sampler_rng.tolist()})
+
     missing = {"both": None, "audio": "video", "video": "audio"}[cfg.modality]
     start = time.perf_counter()
-    for epoch in range(tc.epochs):
+    for epoch in range(start_epoch, tc.epochs):
+        if book["stopped"]:
+            break
         train_ds.set_epoch(epoch)
         model.train()
-        total, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not accelerator.is_local_main_process,
-                   leave=False)
+        # the shuffle generator's state before this epoch's iterator draws from it: a mid-epoch state
+        # replays the same order and skips the batches already done
+        epoch_rng = g.get_state()
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        epoch_loader.set_epoch(epoch)  # accelerate hands its own pass counter to the dataset on each pass
+        batch_idx, skip = skip, 0
+        total, seen = partial.get("total", 0.0), partial.get("seen", 0)
+        partial = {}
+        bar = tqdm(epoch_loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   disable=not accelerator.is_local_main_process, leave=False)
         for batch in bar:
             with accelerator.accumulate(model):
                 video, audio, label = batch["video"], batch["audio"], batch["label"]
@@ -152,6 +185,7 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
                 accelerator.backward(loss)
                 optimizer_step(accelerator, model, optimizer, scheduler, tc.max_grad_norm)
             lv = loss.item()  # one host sync per batch, for the running mean and the log
+            batch_idx += 1
             total += lv * label.shape[0]
             seen += label.shape[0]
             bar.set_postfix(loss=f"{total / seen:.3f}")
@@ -159,6 +193,8 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
                 step += 1
                 if step % tc.log_every == 0:
                     accelerator.log({"train/loss": lv, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+                if tc.save_every_steps and step % tc.save_every_steps == 0 and batch_idx < len(loader):
+                    save_state_at(epoch, batch_idx, False, epoch_rng, {"total": total, "seen": seen})
         val = evaluate(model, val_loader, num_classes, accelerator, missing=missing, progress=True)
         train_loss = accelerator.reduce(torch.tensor(total / max(seen, 1), device=accelerator.device), "mean").item()
         book["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.perf_counter() - start,
@@ -177,7 +213,7 @@ def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False) -> di
                         val["accuracy"], val["uar"], val["macro_f1"], "  (best)" if improved else "")
         if book["stopped"]:
             logger.info("early stopping: no val %s improvement for %d epochs", tc.metric, book["stale"])
-            break
+        save_state_at(epoch, batch_idx, True, g.get_state(), {})
     train_seconds = time.perf_counter() - start
 
     results = final_test(model, best_dir, accelerator, val_loader, test_loader, num_classes, missing=missing,
@@ -193,13 +229,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     return add_recipe_args(parser, "configs/teacher/*.yaml",
-                           "--set train.epochs=5 --set model.overrides.num_layers=4", "best/ and metrics.json")
+                           "--set train.epochs=5 --set model.overrides.num_layers=4", "best/, metrics.json and state/")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TeacherTrainConfig, args.config, args.overrides)
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    metrics = train(cfg, command, force=getattr(args, "force", False))
+    metrics = train(cfg, command, force=getattr(args, "force", False), resume=getattr(args, "resume", False))
     print(f"best epoch {metrics['best_epoch']}: val accuracy {metrics['val']['accuracy']:.4f}, "
           f"test accuracy {metrics['test']['accuracy']:.4f} (UAR {metrics['test']['uar']:.4f}); "
           f"{metrics['train_seconds']:.0f} s; {Path(cfg.output_dir) / 'metrics.json'}")

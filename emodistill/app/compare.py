@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.checkpoint import load_checkpoint, read_meta
+from ..core.checkpoint import load_checkpoint, read_meta, recorded_data
 from ..core.contract import Preprocess
 from ..core.evaluate import modality_mask
 from ..core.flops import count_flops
@@ -200,7 +200,10 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
     s_meta = read_meta(student)
     pre = Preprocess.model_validate(s_meta["preprocess"])
     class_names = s_meta["class_names"]
-    ds = build_datasets(DataConfig(root=data, preprocess=pre, augment=False, split=data_split, fold=fold))[split]
+    saved = recorded_data(s_meta)  # read the data as the student's training did: layout, label map
+    keep = {k: saved[k] for k in ("format", "vocal_channel", "label_map") if k in saved}
+    ds = build_datasets(DataConfig(root=data, preprocess=pre, augment=False, split=data_split, fold=fold,
+                                   classes=class_names, **keep))[split]
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     n = len(class_names)
     entries = [_torch_entry("Teacher", "teacher", teacher, loader, pre, n, budget, repeats, True),

@@ -72,6 +72,16 @@ def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Prep
     return out
 
 
+def recorded_data(meta: dict) -> dict:
+    """The `data:` section of the recipe that trained a checkpoint ({} when it was not recorded): the layout,
+    split and label map to read a data set the way its training did (export --data, compare)."""
+    for section in (meta.get("data"), (meta.get("distill") or {}).get("config", {}).get("data"),
+                    (meta.get("train_config") or {}).get("data")):
+        if isinstance(section, dict):
+            return section
+    return {}
+
+
 def read_meta(path: str | Path) -> dict:
     d = _dir(path)
     if not (d / META).exists():

@@ -19,6 +19,11 @@ like accelerate's examples:
         if keep_best(book, val[cfg.train.metric], epoch + 1, cfg.train.patience):
             save_checkpoint(best_dir, ...)
     results = final_test(model, best_dir, accelerator, val_loader, test_loader, num_classes, expect={...})
+
+Exact resume is one mechanism for both (`--resume`): `save_training_state` writes model, optimiser, scheduler,
+grad scaler, every process's RNG and the loop position through `core.state` at each epoch end (and every
+`save_every_steps` optimiser steps); `resume_training` puts all of it back and says where to go on, and the
+loop skips the batches of the epoch it already did (`accelerator.skip_first_batches`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .checkpoint import load_weights
 from .config import BaseConfig, ConfigError
 from .evaluate import Missing, evaluate
 from .optim import warmup_cosine
+from .state import latest_state, load_state, rng_state, save_state, set_rng_state
 from .utils import finish_distributed, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -70,6 +76,8 @@ class TrainConfig(BaseConfig):
     eval_missing: bool = Field(True, description="also test the best model with audio / video missing")
     log_every: int = Field(10, ge=1, description="TensorBoard logging period in optimiser steps")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None = torch default)")
+    save_every_steps: int = Field(0, ge=0, description="also write the resumable state every N optimiser steps "
+                                  "(it is always written at the end of each epoch)")
 
 
 def moved_keys(data: Any, moves: dict[str, str], note: str = "") -> None:
@@ -170,6 +178,47 @@ def keep_best(book: dict, value: float, epoch: int, patience: int) -> bool:
     return improved
 
 
+def save_training_state(state_root: str | Path, accelerator, *, model: torch.nn.Module, optimizer, scheduler,
+                        position: dict, book: dict, config_hash: str, extra: dict | None = None) -> None:
+    """Every process's RNG gathered, then (main process) `core.state.save_state` under `state_root`.
+    `position`: step, epoch, batch (done in that epoch), epoch_done, partial (the epoch's running sums)."""
+    from accelerate.utils import gather_object
+
+    rngs = gather_object([rng_state()])
+    if accelerator.is_main_process:
+        save_state(state_root, model=model, optimizer=optimizer, scheduler=scheduler, rng=rngs,
+                   position={"partial": {}, **position},
+                   extra={**(extra or {}), "book": book, "config_hash": config_hash,
+                          "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler else None})
+    accelerator.wait_for_everyone()
+
+
+def resume_training(state_root: str | Path, accelerator, *, model: torch.nn.Module, optimizer, scheduler,
+                    config_hash: str) -> dict | None:
+    """Restore the latest state under `state_root` into the model, optimiser, scheduler, grad scaler and this
+    process's RNG -> {"step", "epoch", "batch", "book", "partial", "extra"}: where to go on (None: no state)."""
+    found = latest_state(state_root)
+    if found is None:
+        logger.warning("--resume: no training state under %s; starting from scratch", state_root)
+        return None
+    meta = load_state(found, model=model, optimizer=optimizer, scheduler=scheduler)
+    pos, extra = meta["position"], meta["extra"]
+    if extra.get("config_hash") != config_hash:
+        logger.warning("--resume: the config differs from the one that wrote %s", found)
+    at = {"step": pos["step"], "epoch": pos["epoch"], "batch": pos["batch"], "book": extra["book"],
+          "partial": pos.get("partial", {}), "extra": extra}
+    if accelerator.scaler is not None and extra.get("grad_scaler"):  # fp16 loss scale
+        accelerator.scaler.load_state_dict(extra["grad_scaler"])
+    if pos["epoch_done"]:
+        at.update(epoch=at["epoch"] + 1, batch=0, partial={})
+    rngs = meta["rng"]
+    if len(rngs) != accelerator.num_processes:
+        logger.warning("--resume: state has %d process RNG states, this run %d", len(rngs), accelerator.num_processes)
+    set_rng_state(rngs[accelerator.process_index % len(rngs)])
+    logger.info("resumed from %s: epoch %d, batch %d, step %d", found, at["epoch"] + 1, at["batch"], at["step"])
+    return at
+
+
 def evaluate_splits(model: torch.nn.Module, accelerator, val_loader, test_loader, num_classes: int,
                     missing: Missing = None, eval_missing: bool = True) -> dict:
     """{"val", "test"[, "test_missing_audio", "test_missing_video"]} -> evaluate() metrics.
@@ -209,16 +258,19 @@ def finish_run(accelerator, output_dir: str | Path, metrics: dict) -> dict:
 
 def add_recipe_args(parser: argparse.ArgumentParser, configs: str, example: str,
                     moved_aside: str) -> argparse.ArgumentParser:
-    """--config, --set and --force of a training command (`configs`: where its YAMLs live)."""
+    """--config, --set, --force and --resume of a training command (`configs`: where its YAMLs live)."""
     parser.add_argument("--config", required=True, help=f"YAML recipe ({configs})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a config value, e.g. {example}")
     parser.add_argument("--force", action="store_true",
                         help=f"start over in an output_dir that holds a run: its {moved_aside} are moved to "
                              "<output_dir>/replaced-<UTC time>/ first")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output_dir>/state exactly where the last run stopped")
     return parser
 
 
 __all__ = ["TrainConfig", "METRIC_KEYS", "moved_keys", "mixed_precision", "build_accelerator", "flat_config",
-           "build_scheduler", "optimizer_step", "new_book", "keep_best", "evaluate_splits", "final_test",
+           "build_scheduler", "optimizer_step", "new_book", "keep_best", "save_training_state", "resume_training",
+           "evaluate_splits", "final_test",
            "finish_run", "add_recipe_args"]

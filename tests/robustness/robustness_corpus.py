@@ -108,7 +108,7 @@ def copy_tree(src: Path, dest: Path) -> Path:
     return dest
 
 
-def crash_in_worker(video_path, audio_path, num_frames):
+def crash_in_worker(video_path, audio_path, num_frames, *rest):
     """Stands in for a codec that segfaults on one file: the worker dies; the parent must never decode it."""
     if os.path.basename(video_path) == "01-01-05-01-01-01-01.mp4":
         # No environment variables: a forkserver started by an earlier test keeps that test's environment.
@@ -118,7 +118,7 @@ def crash_in_worker(video_path, audio_path, num_frames):
         os._exit(11)
     from emodistill.core.data.check import inspect_clip
 
-    return inspect_clip(video_path, audio_path, num_frames)
+    return inspect_clip(video_path, audio_path, num_frames, *rest)
 
 
 OLD_EXPORT = {"model.onnx": "an older export", "model.json": "{}", "verdict.txt": "old verdict",

@@ -121,7 +121,7 @@ def test_files_written_atomically_get_normal_modes(tmp_path, checkpoint):
     """Issue 17 item 9: every atomically written file was 0600 (mkstemp), whatever the umask."""
     import torch
 
-    from emodistill.distill.state import save_state
+    from emodistill.core.state import save_state
     from emodistill.core.utils import write_json_atomic
 
     old = os.umask(0o022)

@@ -99,3 +99,66 @@ def test_train_script_end_to_end(synth_small, tmp_path):
     with pytest.raises(CheckpointError, match="class_names"):
         load_weights(model, out / "best", preprocess=cfg.data.preprocess, class_names=list(reversed(names)),
                      family="teacher")
+
+
+def _final_state(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    latest = json.loads((out / "state" / "latest.json").read_text())["state"]
+    return load_file(str(out / "state" / latest / "tensors.safetensors"))
+
+
+def test_resume_after_sigkill_reproduces_uninterrupted_run(synth_small, tmp_path):
+    """A teacher run killed with SIGKILL mid-training, then `--resume`d, ends with the same weights, optimiser
+    state and metrics as the same run never stopped (the skeleton's state mechanism, as distillation's)."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cmd(out, *extra):
+        return [sys.executable, str(REPO / "teacher" / "train.py"), "--config", str(CONFIG),
+                "--set", f"data.root={synth_small}", "--set", f"output_dir={out}", "--set", "train.epochs=3",
+                "--set", "data.workers=0", "--set", "train.batch_size=8", "--set", "model.overrides.num_layers=2",
+                "--set", "train.save_every_steps=2", "--set", "train.modality_dropout=0.2",
+                "--set", "train.eval_missing=false", "--set", "train.patience=10", *extra]
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    res = subprocess.run(cmd(full), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    proc = subprocess.Popen(cmd(cut), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "state" / "latest.json").exists():
+        assert proc.poll() is None, "run ended before its first state"
+        assert time.time() < deadline
+        time.sleep(0.005)
+    time.sleep(0.5)  # land the kill later: mid-step, mid-eval or mid-write of a later state
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (cut / "metrics.json").exists(), "the kill came after the run had finished"
+    killed_at = json.loads((cut / "state" / "latest.json").read_text())["state"]
+    res = subprocess.run(cmd(cut, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stderr
+    assert killed_at < json.loads((cut / "state" / "latest.json").read_text())["state"]
+    a, b = _final_state(full), _final_state(cut)
+    assert set(a) == set(b) and any(k.startswith("optim.") for k in a)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
+    assert mb["test"]["accuracy"] == ma["test"]["accuracy"] and mb["best_epoch"] == ma["best_epoch"]
+    for ra, rb in zip(ma["history"], mb["history"]):
+        ra.pop("seconds"), rb.pop("seconds")
+        assert rb == pytest.approx(ra, abs=1e-6)
+
+
+def test_resume_without_state_and_with_force_are_refused(synth_small, tmp_path):
+    from emodistill.teacher.train import train
+
+    with pytest.raises(ValueError, match="give one of them"):
+        train(_cfg(synth_small, tmp_path / "r"), resume=True, force=True)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="no training state"):
+        train(_cfg(synth_small, tmp_path / "r"), resume=True)

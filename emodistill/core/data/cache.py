@@ -60,14 +60,20 @@ def preprocess_hash(pre: Preprocess) -> str:
 
 
 def clip_key(clip: Clip, pre: Preprocess) -> str:
-    """Stable key of the preprocessed sample: content of its files + preprocessing parameters."""
-    return stable_hash({"v": CACHE_VERSION, "video": content_hash(clip.video_path),
-                        "audio": content_hash(clip.audio_path) if clip.audio_path else None,
-                        "pre": pre.model_dump(mode="json")})
+    """Stable key of the preprocessed sample: content of its files + preprocessing parameters (+ the segment,
+    only for a segment, so that whole-file keys stay what they were)."""
+    parts = {"v": CACHE_VERSION, "video": content_hash(clip.video_path),
+             "audio": content_hash(clip.audio_path) if clip.audio_path else None,
+             "pre": pre.model_dump(mode="json")}
+    if clip.start is not None or clip.end is not None:
+        parts["segment"] = [clip.start, clip.end]
+    return stable_hash(parts)
 
 
 def default_cache_dir(root: str | os.PathLike) -> Path:
-    return Path(root) / ".emodistill_cache"
+    """<root>/.emodistill_cache; beside the file when `root` is a manifest."""
+    root = Path(root)
+    return (root.parent if root.is_file() else root) / ".emodistill_cache"
 
 
 def entry_path(cache_dir: str | os.PathLike, pre: Preprocess, key: str) -> Path:
@@ -130,7 +136,8 @@ class CacheReport:
                 f"{len(self.skipped)} skipped, {len(self.warnings)} warnings")
 
 
-def _decode_job(video_path: str, audio_path: str | None, pre_json: dict, out: str) -> tuple[str, str | dict]:
+def _decode_job(video_path: str, audio_path: str | None, pre_json: dict, out: str,
+                segment: tuple[float | None, float | None] = (None, None)) -> tuple[str, str | dict]:
     """Worker: decode one clip into the cache. Returns ("ok", info) or ("bad", reason); never raises
     for a bad file (a DecodeError is the file's fault and is remembered in <key>.bad.json)."""
     from .decode import DecodeError, load_clip
@@ -138,7 +145,7 @@ def _decode_job(video_path: str, audio_path: str | None, pre_json: dict, out: st
     pre = Preprocess.model_validate(pre_json)
     path = Path(out)
     try:
-        video, audio, info = load_clip(video_path, audio_path, pre)
+        video, audio, info = load_clip(video_path, audio_path, pre, start=segment[0], end=segment[1])
     except DecodeError as e:
         write_json_atomic(_bad_path(path), {"reason": str(e), "video": video_path, "audio": audio_path})
         return "bad", str(e)
@@ -245,7 +252,7 @@ def _run_jobs(todo, pre: Preprocess, workers: int, progress: bool) -> list[tuple
     from .pool import map_isolated
 
     pre_json = pre.model_dump(mode="json")
-    jobs = [(c.video_path, c.audio_path, pre_json, str(p)) for c, _, p in todo]
+    jobs = [(c.video_path, c.audio_path, pre_json, str(p), (c.start, c.end)) for c, _, p in todo]
     return map_isolated(_decode_job, jobs, workers, desc="decode clips", progress=progress, initializer=_worker_init,
                         crashed=lambda job: ("bad", "decode worker process crashed on this file"))
 

@@ -16,18 +16,20 @@ from collections import Counter
 
 import numpy as np
 
-from .names import Clip, get_format, scan_dataset
-from .splits import SPLITS, assign_splits
+from .names import Clip, labelled_clips, supported_layouts
+from .splits import SPLITS, clip_splits
 
 logger = logging.getLogger(__name__)
 
 
-def inspect_clip(video_path: str, audio_path: str | None, num_frames: int, sample_rate: int = 16000) -> dict:
-    """Decode a clip fully and return its metadata; {"error": reason} when it cannot be used."""
+def inspect_clip(video_path: str, audio_path: str | None, num_frames: int, sample_rate: int = 16000,
+                 segment: tuple[float | None, float | None] = (None, None)) -> dict:
+    """Decode a clip (or its segment) fully and return its metadata; {"error": reason} when it cannot be used."""
     from .decode import DecodeError, decode_sources
 
     try:
-        _, audio, info = decode_sources(video_path, audio_path, num_frames, sample_rate)
+        _, audio, info = decode_sources(video_path, audio_path, num_frames, sample_rate, start=segment[0],
+                                        end=segment[1])
     except DecodeError as e:
         return {"error": str(e)}
     except Exception as e:  # noqa: BLE001 - one odd file must not end a check of thousands
@@ -38,16 +40,16 @@ def inspect_clip(video_path: str, audio_path: str | None, num_frames: int, sampl
 def _inspect_all(clips: list[Clip], num_frames: int, workers: int, progress: bool) -> list[dict]:
     from .pool import map_isolated
 
-    jobs = [(c.video_path, c.audio_path, num_frames) for c in clips]
+    jobs = [(c.video_path, c.audio_path, num_frames, 16000, (c.start, c.end)) for c in clips]
     return map_isolated(inspect_clip, jobs, workers, desc="check clips", progress=progress,
                         crashed=lambda job: {"error": "decode worker process crashed on this file"})
 
 
 def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, split: str = "fixed", fold: int = 0,
-                  vocal_channel: str = "all", workers: int = 2, progress: bool = True) -> dict:
-    """Scan + decode everything under `root`; returns a JSON-able report."""
-    fmt = get_format(format)
-    scan = scan_dataset(root, format)
+                  vocal_channel: str = "all", workers: int = 2, progress: bool = True,
+                  classes: list[str] | None = None, label_map: dict[str, str] | None = None) -> dict:
+    """Scan + decode everything under `root` (the manifest file for format manifest); a JSON-able report."""
+    scan = labelled_clips(root, format, classes, label_map)
     clips = scan.clips if vocal_channel == "all" else [c for c in scan.clips if c.vocal_channel == vocal_channel]
     infos = _inspect_all(clips, num_frames, workers, progress)
     bad = [{"path": p, "reason": r} for p, r in scan.bad]
@@ -60,22 +62,26 @@ def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, spli
         warnings.extend({"path": clip.video_path, "warning": w} for w in info.get("warnings", []))
     report = {"root": str(root), "format": format, "num_frames": num_frames, "files_bad": len(bad),
               "clips_ok": len(ok), "clips_found": len(clips), "bad": bad, "warnings": warnings,
-              "unused": [{"path": p, "reason": r} for p, r in scan.unused], "class_names": fmt.class_names}
+              "unused": [{"path": p, "reason": r} for p, r in scan.unused], "class_names": scan.class_names}
     if not ok:
+        if not clips:  # nothing parsed (rather than everything failing to decode): say what would
+            report["layouts"] = supported_layouts()
         return report
     try:
-        actor_split = assign_splits({c.actor for c, _ in ok}, split, fold, format)
-        report["split"] = {"kind": split, "fold": fold,
-                           "actors": {s: sorted(a for a, n in actor_split.items() if n == s) for s in SPLITS}}
+        names, actors = clip_splits([c for c, _ in ok], split, fold, format)
+        given = bool(ok[0][0].split)
+        report["split"] = {"kind": "given by the data" if given else split, "fold": fold, "actors": actors}
+        if format in ("folder", "manifest") and not any(c.speaker for c, _ in ok):
+            report["split"]["unit"] = "clip"  # no speakers: the numbered "actors" are single clips
     except ValueError as e:
-        actor_split = {}
+        names = [None] * len(ok)
         report["split"] = {"kind": split, "fold": fold, "error": str(e)}
-    table = {c: {s: 0 for s in ("total", *SPLITS)} for c in fmt.class_names}
-    for clip, _ in ok:
-        row = table[fmt.class_names[clip.label]]
+    table = {c: {s: 0 for s in ("total", *SPLITS)} for c in scan.class_names}
+    for (clip, _), name in zip(ok, names):
+        row = table[scan.class_names[clip.label]]
         row["total"] += 1
-        if clip.actor in actor_split:
-            row[actor_split[clip.actor]] += 1
+        if name:
+            row[name] += 1
     report["per_class"] = table
     report["per_actor"] = {str(a): n for a, n in sorted(Counter(c.actor for c, _ in ok).items())}
     report["per_channel"] = dict(Counter(c.vocal_channel for c, _ in ok))
@@ -107,12 +113,15 @@ def format_report(r: dict, max_list: int = 50) -> str:
             lines.append(f"{name:<12}" + "".join(f"{row[k]:>7}" for k in ("total", *SPLITS)))
             tot.update(row)
         lines.append(f"{'all':<12}" + "".join(f"{tot[k]:>7}" for k in ("total", *SPLITS)))
-        if "actors" in split:
+        if split.get("unit") == "clip":
+            lines.append("split by clip, stratified by class: no speakers given (a manifest's speaker column "
+                         "makes it speaker-independent)")
+        elif "actors" in split:
             lines.append("actors: " + "; ".join(f"{s} {','.join(map(str, a))}" for s, a in split["actors"].items()))
+            lines.append("clips per actor: " + " ".join(f"{a}:{n}" for a, n in r["per_actor"].items()))
         elif "error" in split:
             lines.append(f"split: {split['error']}")
-        per_actor = " ".join(f"{a}:{n}" for a, n in r["per_actor"].items())
-        lines += [f"clips per actor: {per_actor}", f"vocal channel: {r['per_channel']}", "",
+        lines += [f"vocal channel: {r['per_channel']}", "",
                   f"video duration s: min {r['duration_s']['min']:.2f} mean {r['duration_s']['mean']:.2f} "
                   f"max {r['duration_s']['max']:.2f};  audio s: min {r['audio_s']['min']:.2f} "
                   f"mean {r['audio_s']['mean']:.2f} max {r['audio_s']['max']:.2f}",
@@ -120,6 +129,9 @@ def format_report(r: dict, max_list: int = 50) -> str:
                   f"{r['frames']['shorter_than_T']} clips shorter than T={r['num_frames']}",
                   f"resolutions: {r['resolutions']}", f"fps: {r['fps']}", f"audio: {r['sample_rates']}",
                   f"codecs (video/audio): {r['codecs']}"]
+    if r.get("layouts"):
+        lines += ["", f"no clip here is usable as format {r['format']}; the layouts emodistill reads "
+                      "(--data-format NAME, or data.format in a recipe):", r["layouts"], "see docs/data.md"]
     for title, items, key in (("bad files (skipped)", r["bad"], "reason"),
                               ("warnings (used)", r["warnings"], "warning"),
                               ("unused duplicates", r["unused"], "reason")):

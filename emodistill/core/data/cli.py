@@ -28,7 +28,8 @@ def cmd_check(args) -> int:
     from ..utils import write_json_atomic
     from .check import check_dataset, format_report
 
-    report = check_dataset(args.dir, format=args.format, num_frames=args.num_frames, split=args.split,
+    fmt = args.data_format or ("manifest" if Path(args.dir).is_file() else "ravdess")
+    report = check_dataset(args.dir, format=fmt, num_frames=args.num_frames, split=args.split,
                            fold=args.fold, vocal_channel=args.vocal_channel, workers=args.workers,
                            progress=not args.no_progress)
     print(format_report(report))
@@ -39,6 +40,22 @@ def cmd_check(args) -> int:
         print("no usable clips")
         return 1
     return 1 if report["files_bad"] and args.strict else 0
+
+
+def cmd_convert(args) -> int:
+    from .layouts import write_layout
+    from .names import labelled_clips
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    scan = labelled_clips(args.dir, args.data_format, None, None)
+    clips = [c for c in scan.clips if classes is None or c.emotion in classes]
+    if not clips:
+        print(f"no clips of the classes {classes} in {args.dir} ({len(scan.clips)} clips of {scan.class_names})")
+        return 1
+    root = write_layout(clips, Path(args.out), args.to)
+    print(f"wrote {len(clips)} clips of {len({c.emotion for c in clips})} classes as format {args.to}: {root}")
+    print(f"next: emodistill data check {root} --data-format {args.to}")
+    return 0
 
 
 def cmd_prepare(args) -> int:
@@ -90,8 +107,9 @@ def register(sub) -> None:
                         description="Decode every clip once and print clips per class/split/actor, durations, "
                                     "resolutions, sample rates, and the files that are skipped (with reasons) or "
                                     "used with a warning.")
-    c.add_argument("dir", help="dataset folder")
-    c.add_argument("--format", choices=["ravdess", "cremad"], default="ravdess", help="file naming scheme")
+    c.add_argument("dir", help="dataset folder, or the .csv / .jsonl of format manifest")
+    c.add_argument("--data-format", "--format", dest="data_format", choices=["ravdess", "cremad", "folder", "manifest"],
+                   default=None, help="layout (docs/data.md); default: manifest for a file, ravdess for a folder")
     c.add_argument("--num-frames", type=int, default=16, help="frames per clip T (clips shorter get a warning)")
     c.add_argument("--split", choices=["fixed", "fold"], default="fixed", help="actor split shown in the table")
     c.add_argument("--fold", type=int, default=0, help="fold for --split fold (0..5)")
@@ -101,6 +119,18 @@ def register(sub) -> None:
     c.add_argument("--strict", action="store_true", help="exit 1 when any file is bad")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_check)
+
+    v = dsub.add_parser("convert", formatter_class=FMT, help="rewrite a data set as format folder or manifest",
+                        description="Write the clips of a data set as a folder tree (one folder per class; hard "
+                                    "links, else copies) or as a manifest.csv pointing at the files (with speakers), "
+                                    "optionally only some classes: e.g. a 3-class set from the synthetic clips.")
+    v.add_argument("dir", help="dataset folder (or manifest file)")
+    v.add_argument("--to", choices=["folder", "manifest"], required=True, help="layout to write")
+    v.add_argument("--out", required=True, help="output folder (new or empty)")
+    v.add_argument("--data-format", choices=["ravdess", "cremad", "folder", "manifest"], default="ravdess",
+                   help="layout of DIR")
+    v.add_argument("--classes", default=None, help="comma-separated classes to keep (default: all)")
+    v.set_defaults(func=cmd_convert)
 
     r = dsub.add_parser("prepare", formatter_class=FMT, help="decode a dataset into the preprocessed cache",
                         description="Build the cache for a data config (configs/data/*.yaml) and print the splits.")

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 from ..config import BaseConfig
 from ..contract import Preprocess
 from .cache import CacheEntry, build_cache, default_cache_dir, read_entry
-from .names import get_format, scan_dataset
-from .splits import SPLITS, assign_splits
+from .names import labelled_clips
+from .splits import SPLITS, clip_splits
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,20 @@ CLEAN_VIEW = -1  # load(i, CLEAN_VIEW): the clip without augmentation, also wher
 class DataConfig(BaseConfig):
     """Where the clips are and how they become model input."""
 
-    root: str = Field(description="dataset folder (RAVDESS-format tree: Actor_XX/*.mp4|*.wav)")
-    format: Literal["ravdess", "cremad"] = Field("ravdess", description="file naming scheme")
-    cache_dir: str | None = Field(None, description="preprocessed cache; default <root>/.emodistill_cache")
+    root: str = Field(description="dataset folder (RAVDESS tree Actor_XX/*.mp4, one folder per class for "
+                                  "format folder), or the .csv / .jsonl file for format manifest")
+    format: Literal["ravdess", "cremad", "folder", "manifest"] = Field(
+        "ravdess", description="layout: a naming scheme (ravdess, cremad), one folder per class (folder), or a "
+                               "CSV / JSONL of path,label[,audio_path,speaker,split,start,end] (manifest)")
+    classes: list[str] | None = Field(None, min_length=2, description="class names in head order; default: the "
+                                      "format's own (RAVDESS 8, CREMA-D 6) or the sorted labels found in the data")
+    label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name, e.g. CREMA-D's "
+                                      "{fearful: fear} onto a shared set; labels it does not name stay as they are")
+    cache_dir: str | None = Field(None, description="preprocessed cache; default <root>/.emodistill_cache "
+                                  "(beside the manifest for format manifest)")
     preprocess: Preprocess = Field(default_factory=Preprocess, description="decode/crop/resample parameters")
-    split: Literal["fixed", "fold"] = Field("fixed", description="fixed actor split or the 6-fold protocol")
+    split: Literal["fixed", "fold"] = Field("fixed", description="fixed actor split or the 6-fold protocol (a "
+                                            "split the data gives, manifest column or train/ val/ test/, wins)")
     fold: int = Field(0, ge=0, le=5, description="fold k tests the k-th group of actors (1-4, 5-8, ...)")
     vocal_channel: Literal["speech", "song", "all"] = Field("speech", description="RAVDESS vocal channel filter")
     augment: bool = Field(True, description="deterministic augmentation on the train split")
@@ -159,27 +168,26 @@ def filter_channel(clips: list, vocal_channel: str) -> list:
 
 def build_datasets(cfg: DataConfig, progress: bool = True) -> dict[str, ClipDataset]:
     """Scan `cfg.root`, decode what is not cached yet, and return {"train", "val", "test"} datasets."""
-    fmt = get_format(cfg.format)
-    scan = scan_dataset(cfg.root, cfg.format)
+    scan = labelled_clips(cfg.root, cfg.format, cfg.classes, cfg.label_map)
     clips = filter_channel(scan.clips, cfg.vocal_channel)
     if not clips:
         raise ValueError(f"no {cfg.vocal_channel} clips in {cfg.format} format under {cfg.root} "
                          f"({len(scan.clips)} clips of any channel, {len(scan.bad)} unusable files); "
-                         f"run `emodistill data check {cfg.root}` to see why")
+                         f"run `emodistill data check {cfg.root} --data-format {cfg.format}` to see why")
     cache_dir = cfg.cache_dir or default_cache_dir(cfg.root)
     report = build_cache(clips, cfg.preprocess, cache_dir, workers=cfg.workers, progress=progress)
     if not report.entries:
         raise ValueError(f"none of the {len(clips)} clips under {cfg.root} could be decoded; "
                          f"first reason: {report.skipped[0][1] if report.skipped else '?'}")
-    actor_split = assign_splits({e.clip.actor for e in report.entries}, cfg.split, cfg.fold, cfg.format)
+    names, split_actors = clip_splits([e.clip for e in report.entries], cfg.split, cfg.fold, cfg.format)
     summary = {"root": cfg.root, "cache_dir": str(cache_dir), "bad_names": scan.bad, "skipped": report.skipped,
                "warnings": report.warnings, "hits": report.hits, "decoded": report.decoded,
-               "split_actors": {s: sorted(a for a, n in actor_split.items() if n == s) for s in SPLITS}}
+               "class_names": scan.class_names, "split_actors": split_actors}
     out = {}
     for name in SPLITS:
-        entries = [e for e in report.entries if actor_split[e.clip.actor] == name]
+        entries = [e for e, n in zip(report.entries, names) if n == name]
         is_train = name == "train"
-        out[name] = ClipDataset(entries, fmt.class_names, cfg.preprocess, split=name,
+        out[name] = ClipDataset(entries, scan.class_names, cfg.preprocess, split=name,
                                 augment=cfg.augment and is_train, num_views=cfg.num_views if is_train else 1,
                                 seed=cfg.seed)
         out[name].report = summary

@@ -11,6 +11,8 @@ Outcomes: a clip that cannot be used raises `DecodeError` with the reason (the c
   - fewer decoded frames than T -> frames repeated (nearest-frame sampling);
   - fewer frames decoded than the container declares (a truncated file with >= half its frames;
     less than half is an error).
+A segment (`start`/`end` seconds, from a manifest) decodes only the frames and audio inside it: the
+demuxer seeks to the key frame before `start`, frames before it are dropped, decoding stops at `end`.
 An empty audio file (0 samples) is an error, not zeros: a present-but-empty file is a broken file; so is audio
 shorter than MIN_AUDIO_SECONDS (it would be zero-padded into a silent clip and flip predictions unnoticed), and
 audio covering less than half of the video is used with a warning. Frames larger than MAX_SIDE are refused.
@@ -88,13 +90,31 @@ def _frame_count(stream) -> int:
     return 0
 
 
+def _seek(container, stream, start: float | None) -> None:
+    if start:
+        container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
+def _window(frames, start: float | None, end: float | None):
+    """The decoded frames whose time lies in [start, end) (all of them without a segment)."""
+    for frame in frames:
+        t = frame.time
+        if t is not None and start is not None and t < start - 1e-6:
+            continue
+        if t is not None and end is not None and t >= end - 1e-6:
+            return
+        yield frame
+
+
 def _targets(n: int, t: int) -> np.ndarray:
     """Indices of t frames uniformly spread over n frames (centres of t equal bins)."""
     return np.minimum(((np.arange(t) + 0.5) * n / t).astype(np.int64), n - 1)
 
 
-def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1) -> tuple[np.ndarray, dict]:
-    """-> frames uint8 [T, H, W, 3] RGB at source resolution, info (fps, width, height, frames, ...)."""
+def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1, start: float | None = None,
+               end: float | None = None) -> tuple[np.ndarray, dict]:
+    """-> frames uint8 [T, H, W, 3] RGB at source resolution (of the segment [start, end) s when given),
+    info (fps, width, height, frames, ...)."""
     warnings: list[str] = []
     with _open(path) as container:
         if not container.streams.video:
@@ -112,11 +132,17 @@ def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1) -> tu
         # only the T wanted frames are kept (memory does not grow with the clip): without a declared count
         # (mkv, webm) they are guessed from the duration; frames the guess missed are read in a second pass
         estimate = declared or _estimated_count(container, stream)
-        wanted = set(_targets(estimate, num_frames).tolist()) if estimate else set()
+        segment = start is not None or end is not None
+        if segment:  # the segment's own frames; the container's count is not the segment's
+            declared = 0
+            stop = end if end is not None else (estimate / fps if fps else None)
+            estimate = int(round((stop - (start or 0.0)) * fps)) if stop is not None and fps else 0
+        wanted = set(_targets(estimate, num_frames).tolist()) if estimate > 0 else set()
         kept: dict[int, np.ndarray] = {}
         count = 0
+        _seek(container, stream, start)
         try:
-            for frame in container.decode(stream):
+            for frame in _window(container.decode(stream), start, end):
                 if count in wanted:
                     kept[count] = frame.to_ndarray(format="rgb24")
                 count += 1
@@ -125,7 +151,7 @@ def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1) -> tu
                 raise DecodeError(f"video decode failed ({type(e).__name__}: {e})") from e
             warnings.append(f"video decode stopped after {count} frames ({type(e).__name__}: {e})")
     if count == 0:
-        raise DecodeError("no video frames decoded")
+        raise DecodeError(f"no video frames in the segment {start}-{end} s" if segment else "no video frames decoded")
     if declared and count < MIN_DECODED * declared:
         raise DecodeError(f"truncated: only {count} of the {declared} frames the container declares decode")
     if declared and count < declared:
@@ -133,7 +159,7 @@ def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1) -> tu
     idx = _targets(count, num_frames)
     missing = {int(i) for i in idx.tolist()} - set(kept)
     if missing:  # fewer frames than declared: decode again for the frames actually there
-        kept.update(_read_indices(path, missing, threads))
+        kept.update(_read_indices(path, missing, threads, start, end))
         if missing - set(kept):
             raise DecodeError("video frames changed between two decodes of the same file")
     if count < num_frames:
@@ -142,13 +168,15 @@ def read_video(path: str | os.PathLike, num_frames: int, threads: int = 1) -> tu
     return np.stack([kept[int(i)] for i in idx]), info
 
 
-def _read_indices(path, indices: set[int], threads: int) -> dict[int, np.ndarray]:
+def _read_indices(path, indices: set[int], threads: int, start: float | None = None,
+                  end: float | None = None) -> dict[int, np.ndarray]:
     out, count = {}, 0
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = threads
+        _seek(container, stream, start)
         try:
-            for frame in container.decode(stream):
+            for frame in _window(container.decode(stream), start, end):
                 if count in indices:
                     out[count] = frame.to_ndarray(format="rgb24")
                 count += 1
@@ -157,8 +185,10 @@ def _read_indices(path, indices: set[int], threads: int) -> dict[int, np.ndarray
     return out
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.ndarray | None, dict]:
-    """-> float32 [n] mono at `sample_rate` in [-1, 1] (None when the file has no audio stream), info."""
+def read_audio(path: str | os.PathLike, sample_rate: int = 16000, start: float | None = None,
+               end: float | None = None) -> tuple[np.ndarray | None, dict]:
+    """-> float32 [n] mono at `sample_rate` in [-1, 1] (None when the file has no audio stream), info.
+    With `start`/`end` (seconds) only that segment's samples."""
     with _open(path) as container:
         if not container.streams.audio:
             return None, {}
@@ -169,8 +199,18 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.nd
                     if stream.duration and stream.time_base else 0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks = []
+        first = None  # time of the first kept frame: the segment is cut from there
+        if start is not None or end is not None:
+            declared = 0
+        _seek(container, stream, start)
         try:
             for frame in container.decode(stream):
+                if frame.time is not None:
+                    if end is not None and frame.time >= end:
+                        break
+                    if start is not None and frame.time + frame.samples / frame.sample_rate <= start:
+                        continue
+                    first = frame.time if first is None else first
                 frame.pts = None  # resampler only needs samples; odd pts in broken files must not stop it
                 chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
@@ -183,6 +223,11 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.nd
         raise DecodeError("empty audio (0 samples)")
     if 0 < declared < audio.size:  # the codec's last frame is padded past the stream's end
         audio = audio[:declared]
+    if start is not None or end is not None:
+        origin = first if first is not None else (start or 0.0)
+        lo = max(0, int(round(((start or 0.0) - origin) * sample_rate)))
+        hi = audio.size if end is None else max(lo, int(round((end - origin) * sample_rate)))
+        audio = audio[lo:hi]
     info["audio_seconds"] = audio.size / sample_rate
     return np.clip(audio, -1.0, 1.0), info
 
@@ -274,14 +319,16 @@ def crop_resize(frames: np.ndarray, pre: Preprocess, source: str = "") -> tuple[
 
 
 def decode_sources(video_path: str | os.PathLike, audio_path: str | os.PathLike | None, num_frames: int,
-                   sample_rate: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
+                   sample_rate: int, threads: int = 1, start: float | None = None,
+                   end: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """-> frames uint8 [T, H, W, 3] at source size, audio float32 [n] (n = 0 when there is none), info
-    with `warnings`. Raises DecodeError for a clip that cannot be used."""
-    frames, info = read_video(video_path, num_frames, threads)
+    with `warnings`. `start`/`end`: a segment in seconds (of the audio file too when it is separate).
+    Raises DecodeError for a clip that cannot be used."""
+    frames, info = read_video(video_path, num_frames, threads, start, end)
     warnings = list(info.pop("warnings"))
     src = audio_path if audio_path is not None else video_path
     try:
-        audio, ainfo = read_audio(src, sample_rate)
+        audio, ainfo = read_audio(src, sample_rate, start, end)
     except DecodeError as e:
         raise DecodeError(f"{'audio file ' + str(audio_path) if audio_path else 'audio track'}: {e}") from e
     warnings.extend(ainfo.pop("warnings", []))
@@ -314,13 +361,15 @@ def _check_audio_length(info: dict, warnings: list[str], what) -> None:
 
 
 def load_clip(video_path: str | os.PathLike, audio_path: str | os.PathLike | None, pre: Preprocess,
-              threads: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
+              threads: int = 1, start: float | None = None, end: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Decode a clip the way training sees it (before augmentation).
 
     Returns video uint8 [T, S, S, 3] RGB, audio float32 [N] mono at pre.sample_rate (N = pre.num_samples,
     centre-cropped or zero-padded), info (source metadata, crop box, `warnings`). Raises DecodeError.
     """
-    frames, audio, info = decode_sources(video_path, audio_path, pre.num_frames, pre.sample_rate, threads)
+    frames, audio, info = decode_sources(video_path, audio_path, pre.num_frames, pre.sample_rate, threads,
+                                         start, end)
     video, crop_info = crop_resize(frames, pre, str(video_path))
     info.update(crop_info)
     for w in info["warnings"]:

@@ -1,9 +1,11 @@
-"""Dataset file names -> labelled records, through a registry of formats (RAVDESS, CREMA-D).
+"""Dataset folders -> labelled records, through a registry of formats.
 
-A format parses one file name into a `ClipName` (label, actor, modality, ...) or raises
-`NameParseError` with the reason; `scan_dataset` walks a folder, parses every media file and pairs
-the files of one clip (a video-only .mp4 with its audio-only .wav). Names that do not parse are
-reported with their reason, never guessed.
+Naming-scheme formats (RAVDESS, CREMA-D, here) parse one file name into a `ClipName` (label, actor,
+modality, ...) or raise `NameParseError` with the reason; their `scan` walks a folder, parses every media
+file and pairs the files of one clip (a video-only .mp4 with its audio-only .wav). The layouts of your own
+data, `folder` (one sub-folder per class) and `manifest` (CSV / JSONL), live in `layouts.py`. Names that do
+not parse are reported with their reason, never guessed. `labelled_clips` then maps labels onto the class
+list (the recipe's `classes` / `label_map`, else the format's own list, else the labels found).
 
 RAVDESS: `MM-VV-EE-II-SS-RR-AA.ext` under `Actor_AA/`
     MM modality 01 full-AV, 02 video-only, 03 audio-only; VV vocal channel 01 speech, 02 song;
@@ -64,6 +66,10 @@ class Clip:
     vocal_channel: str = "speech"
     intensity: str = ""
     meta: dict = field(default_factory=dict)
+    start: float | None = None     # segment of a longer video, seconds (None: the whole file)
+    end: float | None = None
+    split: str | None = None       # a split given by the data (manifest column, train/ val/ test/ folders)
+    speaker: str = ""              # the speaker's name where the data gives one (actor is its number)
 
 
 @dataclass
@@ -71,16 +77,58 @@ class ScanResult:
     clips: list[Clip]
     bad: list[tuple[str, str]]          # (path, reason) of files that are not usable clips
     unused: list[tuple[str, str]]       # (path, why not used) of valid files another file supersedes
+    class_names: list[str] = field(default_factory=list)
 
 
 class DataFormat:
-    """A dataset naming scheme. Subclasses set `name`, `class_names` and implement `parse`."""
+    """A dataset layout. Naming schemes set `name`, `class_names`, `example` and implement `parse`;
+    layouts that are not one name per file (folder, manifest) override `scan` instead.
+    `class_names` empty: the classes come from the data (or the recipe)."""
 
     name: str = ""
     class_names: list[str] = []
+    example: str = ""               # one line shown when no format parses a folder
 
     def parse(self, path: str | os.PathLike) -> ClipName:
         raise NotImplementedError
+
+    def scan(self, root: Path) -> ScanResult:
+        """Parse every media file under `root` and pair the files of each clip.
+
+        Per clip the video comes from the full-AV file if present, else the video-only file; the audio
+        from an audio-only file when one exists (RAVDESS .wav is lossless), else the video's own track.
+        Audio-only files without any video are listed as bad (a clip needs frames).
+        """
+        bad: list[tuple[str, str]] = []
+        unused: list[tuple[str, str]] = []
+        groups: dict[str, dict[str, list[ClipName]]] = {}
+        for path in list_media(root):
+            try:
+                name = self.parse(path)
+            except NameParseError as e:
+                bad.append((str(path), f"unparseable {self.name} name: {e}"))
+                continue
+            groups.setdefault(name.clip_id, {}).setdefault(name.modality, []).append(name)
+        clips = []
+        for clip_id in sorted(groups):
+            g = groups[clip_id]
+            for mod, names in g.items():
+                for dup in names[1:]:
+                    unused.append((dup.path, f"duplicate {mod} file of clip {clip_id}; using {names[0].path}"))
+            video = (g.get("av") or g.get("video") or [None])[0]
+            audio = (g.get("audio") or [None])[0]
+            if video is None:
+                bad.append((audio.path, "audio-only file without a matching video file"))
+                continue
+            if g.get("av") and g.get("video"):
+                unused.append((g["video"][0].path, f"video-only duplicate of full-AV {video.path}"))
+            # a video-only file without its .wav keeps audio_path None: decoded with zero audio and a warning
+            clips.append(Clip(video_path=video.path, audio_path=audio.path if audio else None, label=video.label,
+                              emotion=video.emotion, actor=video.actor, clip_id=clip_id,
+                              vocal_channel=video.vocal_channel, intensity=video.intensity,
+                              meta={"modality": video.modality, "statement": video.statement,
+                                    "repetition": video.repetition}))
+        return ScanResult(clips=clips, bad=bad, unused=unused, class_names=list(self.class_names))
 
     def modality_of_ext(self, ext: str) -> str:
         if ext in VIDEO_EXTS:
@@ -112,6 +160,7 @@ def _code(value: str, what: str, allowed: dict[str, str] | range) -> str:
 class RavdessFormat(DataFormat):
     name = "ravdess"
     class_names = RAVDESS_CLASSES
+    example = "Actor_01/01-01-03-01-01-01-01.mp4   (RAVDESS codes: modality-channel-emotion-...-actor)"
     MODALITY = {"01": "av", "02": "video", "03": "audio"}
     CHANNEL = {"01": "speech", "02": "song"}
     EMOTION = {f"{i + 1:02d}": c for i, c in enumerate(RAVDESS_CLASSES)}
@@ -153,6 +202,7 @@ class RavdessFormat(DataFormat):
 class CremadFormat(DataFormat):
     name = "cremad"
     class_names = CREMAD_CLASSES
+    example = "1001_DFA_ANG_XX.flv   (CREMA-D: actor_sentence_emotion_level)"
     EMOTION = {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "FEA": "fearful", "DIS": "disgust"}
     SENTENCES = {"IEO": "It's eleven o'clock", "TIE": "That is exactly what happened",
                  "IOM": "I'm on my way to the meeting", "IWW": "I wonder what this is about",
@@ -190,6 +240,8 @@ def _cremad() -> DataFormat:
 
 
 def get_format(name: str) -> DataFormat:
+    from . import layouts  # noqa: F401 - registers folder / manifest (they build on this module)
+
     return FORMATS.create(name)
 
 
@@ -209,50 +261,56 @@ def list_media(root: str | os.PathLike) -> list[Path]:
     return out
 
 
-def scan_dataset(root: str | os.PathLike, format: str = "ravdess") -> ScanResult:
-    """Parse every media file under `root` and pair the files of each clip.
+def supported_layouts() -> str:
+    """One line per registered format with an example, for messages about data no format parses."""
+    get_format("ravdess")
+    return "\n".join(f"  format: {n:<9} {FORMATS.create(n).example}" for n in FORMATS.names())
 
-    Per clip the video comes from the full-AV file if present, else the video-only file; the audio
-    from an audio-only file when one exists (RAVDESS .wav is lossless), else the video's own track.
-    Audio-only files without any video are listed as bad (a clip needs frames).
-    """
+
+def scan_dataset(root: str | os.PathLike, format: str = "ravdess") -> ScanResult:
+    """The clips under `root` (a folder; a manifest file for `format: manifest`) with their raw labels."""
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
     fmt = get_format(format)
-    bad: list[tuple[str, str]] = []
-    unused: list[tuple[str, str]] = []
-    groups: dict[str, dict[str, list[ClipName]]] = {}
-    for path in list_media(root):
-        try:
-            name = fmt.parse(path)
-        except NameParseError as e:
-            bad.append((str(path), f"unparseable {fmt.name} name: {e}"))
-            continue
-        groups.setdefault(name.clip_id, {}).setdefault(name.modality, []).append(name)
+    if format == "manifest":
+        if not root.is_file():
+            raise FileNotFoundError(f"manifest not found: {root} (format: manifest takes a .csv or .jsonl file)")
+    elif not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    scan = fmt.scan(root)
+    logger.info("scanned %s: %d clips, %d bad files, %d unused", root, len(scan.clips), len(scan.bad), len(scan.unused))
+    return scan
+
+
+def labelled_clips(root: str | os.PathLike, format: str = "ravdess", classes: list[str] | None = None,
+                   label_map: dict[str, str] | None = None) -> ScanResult:
+    """`scan_dataset`, then every clip's label mapped (`label_map`: raw label -> class name) onto the class
+    list: `classes` when given, else the format's own list, else the sorted labels found. A clip whose label
+    is not in that list is moved to `bad`, named with its label; nothing is dropped silently."""
+    scan = scan_dataset(root, format)
+    label_map = dict(label_map or {})
+    fixed = get_format(format).class_names
+    mapped = [label_map.get(c.emotion, c.emotion) for c in scan.clips]
+    found = set(mapped)
+    if classes:
+        names = list(classes)
+    elif fixed and not label_map:
+        names = list(fixed)
+    elif fixed:  # a label map onto a fixed list keeps its order; names new to it follow, sorted
+        names = [n for n in fixed if n in found] + sorted(found - set(fixed))
+    else:
+        names = sorted(found)
+    index = {n: i for i, n in enumerate(names)}
     clips = []
-    for clip_id in sorted(groups):
-        g = groups[clip_id]
-        for mod, names in g.items():
-            for dup in names[1:]:
-                unused.append((dup.path, f"duplicate {mod} file of clip {clip_id}; using {names[0].path}"))
-        video = (g.get("av") or g.get("video") or [None])[0]
-        audio = (g.get("audio") or [None])[0]
-        if video is None:
-            bad.append((audio.path, "audio-only file without a matching video file"))
+    for clip, name in zip(scan.clips, mapped):
+        if name not in index:
+            shown = f"{clip.emotion!r}" + (f" (mapped to {name!r})" if name != clip.emotion else "")
+            scan.bad.append((clip.video_path, f"label {shown} is not one of the classes {names}"))
             continue
-        if g.get("av") and g.get("video"):
-            unused.append((g["video"][0].path, f"video-only duplicate of full-AV {video.path}"))
-        # a video-only file without its .wav keeps audio_path None: decoded with zero audio and a warning
-        clips.append(Clip(video_path=video.path, audio_path=audio.path if audio else None, label=video.label, emotion=video.emotion,
-                          actor=video.actor, clip_id=clip_id, vocal_channel=video.vocal_channel,
-                          intensity=video.intensity,
-                          meta={"modality": video.modality, "statement": video.statement,
-                                "repetition": video.repetition}))
-    logger.info("scanned %s: %d clips, %d bad files, %d unused", root, len(clips), len(bad), len(unused))
-    return ScanResult(clips=clips, bad=bad, unused=unused)
+        clip.label, clip.emotion = index[name], name
+        clips.append(clip)
+    return ScanResult(clips=clips, bad=scan.bad, unused=scan.unused, class_names=names)
 
 
 __all__ = ["NameParseError", "ClipName", "Clip", "ScanResult", "DataFormat", "RavdessFormat", "CremadFormat",
-           "FORMATS", "register_format", "get_format", "parse_name", "list_media", "scan_dataset",
-           "VIDEO_EXTS", "AUDIO_EXTS"]
+           "FORMATS", "register_format", "get_format", "parse_name", "list_media", "scan_dataset", "labelled_clips",
+           "supported_layouts", "VIDEO_EXTS", "AUDIO_EXTS"]

@@ -6,7 +6,9 @@ RAVDESS set (actors 1..24) group g is actors 4g+1..4g+4, the protocol used by RA
     fixed:   train = groups 0-3, val = group 4, test = group 5
              (RAVDESS: train actors 1-16, val 17-20, test 21-24; 2 male + 2 female in val and test).
 For another actor set (CREMA-D's 1001..1091, a subset, the small synthetic set) the same rule runs on
-the actors present, and a warning says the groups are not the literal RAVDESS ones.
+the actors present, and a warning says the groups are not the literal RAVDESS ones. Your own data's
+speakers (or clips, where no speaker is given) are numbered actors the same way (`layouts.py`); a split
+the data gives itself (a manifest's `split` column, train/ val/ test/ folders) is used as given.
 """
 
 from __future__ import annotations
@@ -69,4 +71,26 @@ def assign_splits(actors: Iterable[int], split: Literal["fixed", "fold"] = "fixe
     return {a: name for name, acts in split_actors(actors, split, fold, format).items() for a in acts}
 
 
-__all__ = ["NUM_FOLDS", "SPLITS", "actor_groups", "split_actors", "assign_splits"]
+def clip_splits(clips: list, split: Literal["fixed", "fold"] = "fixed", fold: int = 0,
+                format: str = "ravdess") -> tuple[list[str], dict[str, list[int]]]:
+    """The split of every clip, and {split: actors}. Clips that carry a split (all or none of them) keep
+    it; a speaker found in two given splits is a warning (the split is then not speaker-independent)."""
+    if clips and all(getattr(c, "split", None) for c in clips):
+        names = [c.split for c in clips]
+        actors = {s: sorted({c.actor for c, n in zip(clips, names) if n == s}) for s in SPLITS}
+        shared = sorted({c.speaker for c in clips if c.speaker} & {c.speaker for c, n in zip(clips, names)
+                                                                  if n != "train" and c.speaker}
+                        & {c.speaker for c, n in zip(clips, names) if n == "train"})
+        if shared:
+            logger.warning("speakers %s are in train and in val/test of the given split: it is not "
+                           "speaker-independent", shared[:10])
+        for s in SPLITS:
+            if not actors[s]:
+                raise ValueError(f"the data's own split gives no clips to {s!r}")
+        return names, actors
+    by_actor = assign_splits({c.actor for c in clips}, split, fold, format)
+    return [by_actor[c.actor] for c in clips], \
+        {s: sorted(a for a, n in by_actor.items() if n == s) for s in SPLITS}
+
+
+__all__ = ["NUM_FOLDS", "SPLITS", "actor_groups", "split_actors", "assign_splits", "clip_splits"]

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from emodistill.core.errors import InputError
-from emodistill.core.utils import new_dir_mode, new_file_mode, sha256_file, write_json_atomic
+from .errors import InputError
+from .utils import new_dir_mode, new_file_mode, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emodistill.distill.state import StateError, latest_state, load_state, rng_state, save_state, set_rng_state
+from emodistill.core.state import StateError, latest_state, load_state, rng_state, save_state, set_rng_state
 from emodistill.core.optim import warmup_cosine
 
 
