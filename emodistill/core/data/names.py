@@ -77,7 +77,7 @@ class ScanResult:
     clips: list[Clip]
     bad: list[tuple[str, str]]          # (path, reason) of files that are not usable clips
     unused: list[tuple[str, str]]       # (path, why not used) of valid files another file supersedes
-    class_names: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)   # set by `labelled_clips`
 
 
 class DataFormat:
@@ -128,7 +128,7 @@ class DataFormat:
                               vocal_channel=video.vocal_channel, intensity=video.intensity,
                               meta={"modality": video.modality, "statement": video.statement,
                                     "repetition": video.repetition}))
-        return ScanResult(clips=clips, bad=bad, unused=unused, class_names=list(self.class_names))
+        return ScanResult(clips=clips, bad=bad, unused=unused)
 
     def modality_of_ext(self, ext: str) -> str:
         if ext in VIDEO_EXTS:
@@ -263,7 +263,8 @@ def list_media(root: str | os.PathLike) -> list[Path]:
 
 def supported_layouts() -> str:
     """One line per registered format with an example, for messages about data no format parses."""
-    get_format("ravdess")
+    from . import layouts  # noqa: F401 - registers folder / manifest
+
     return "\n".join(f"  format: {n:<9} {FORMATS.create(n).example}" for n in FORMATS.names())
 
 

@@ -78,9 +78,8 @@ def clip_splits(clips: list, split: Literal["fixed", "fold"] = "fixed", fold: in
     if clips and all(getattr(c, "split", None) for c in clips):
         names = [c.split for c in clips]
         actors = {s: sorted({c.actor for c, n in zip(clips, names) if n == s}) for s in SPLITS}
-        shared = sorted({c.speaker for c in clips if c.speaker} & {c.speaker for c, n in zip(clips, names)
-                                                                  if n != "train" and c.speaker}
-                        & {c.speaker for c, n in zip(clips, names) if n == "train"})
+        train = {c.speaker for c, n in zip(clips, names) if n == "train" and c.speaker}
+        shared = sorted(train & {c.speaker for c, n in zip(clips, names) if n != "train"})
         if shared:
             logger.warning("speakers %s are in train and in val/test of the given split: it is not "
                            "speaker-independent", shared[:10])
