@@ -9,18 +9,28 @@ ESTIMATED everywhere else: the roofline model of export/estimate.py on the profi
 COMPILED: TensorRT's own figures for the target, from building the engine (device memory = weights + activations +
 persistent memory from the builder's accounting); the VRAM figure adds the CUDA context and the I/O buffers.
 Every figure carries its label (`Verdict.labels`); the verdict says which and on what device.
+
+Uncertainty of ESTIMATED latencies: the estimate is shown with the leave-one-GPU-out error band of
+export/calibrate.py (configs/hardware/calibration/leave-one-gpu-out.yaml: the published/predicted ratios on GPUs the
+constants were not fitted on), and each latency figure is called PASS (the whole band is within the limit), FAIL
+(the whole band is over it) or TOO CLOSE TO CALL (the limit falls inside the band). `Verdict.call` is the overall
+call: FAIL if any figure fails, else TOO CLOSE TO CALL if any is too close, else PASS. `passed` keeps its meaning
+(every point figure within its limit; `export` exits 3 when it is false), so a too-close verdict is said, not
+hidden in an exit code either way. VRAM figures and MEASURED verdicts have no band: PASS or FAIL.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
 from emodistill.core.timing import summarize
+from emodistill.core.utils import CONFIG_DIR
 
 from .estimate import count_costs, estimate
 from .wrappers import Dims, ExportWrapper, half_model, random_inputs
@@ -29,6 +39,44 @@ from .profiles import Budget, HardwareProfile
 logger = logging.getLogger(__name__)
 
 FIGURES = (("p50_ms", "max_p50_ms", "ms"), ("p95_ms", "max_p95_ms", "ms"), ("vram_mb", "max_vram_mb", "MB"))
+BANDED = ("p50_ms", "p95_ms")  # estimated latency figures carry the calibration band
+BAND_FILE = CONFIG_DIR / "hardware" / "calibration" / "leave-one-gpu-out.yaml"
+PASS, FAIL, TOO_CLOSE = "PASS", "FAIL", "TOO CLOSE TO CALL"
+
+
+def load_band(path: str | Path | None = None) -> dict:
+    """The leave-one-GPU-out error band (ratio_low, ratio_high and its provenance) written by
+    `python -m emodistill.export.calibrate --write-band`."""
+    import yaml
+
+    return yaml.safe_load(Path(path or BAND_FILE).read_text())
+
+
+def banded_call(value: float, limit: float | None, ratio_low: float, ratio_high: float) -> tuple[str, float, float]:
+    """(call, low, high) of an estimate `value` whose truth lies in [value * ratio_low, value * ratio_high]."""
+    low, high = value * ratio_low, value * ratio_high
+    if limit is None or high <= limit:
+        return PASS, low, high
+    if low > limit:
+        return FAIL, low, high
+    return TOO_CLOSE, low, high
+
+
+def overall_call(rows: list[dict]) -> str:
+    calls = [r.get("call", PASS if r["ok"] else FAIL) for r in rows]
+    return FAIL if FAIL in calls else TOO_CLOSE if TOO_CLOSE in calls else PASS
+
+
+def apply_band(rows: list[dict], band: dict, labels: dict | None = None, method: str = "estimated") -> list[dict]:
+    """Add low/high/call to each estimated latency row (others: PASS/FAIL from the point value)."""
+    for r in rows:
+        label = (labels or {}).get(r["figure"], method)
+        if r["figure"] in BANDED and label == "estimated":
+            r["call"], lo, hi = banded_call(r["value"], r["limit"], band["ratio_low"], band["ratio_high"])
+            r["low"], r["high"] = round(lo, 4), round(hi, 4)
+        else:
+            r["call"] = PASS if r["ok"] else FAIL
+    return rows
 
 
 @dataclass
@@ -45,6 +93,8 @@ class Verdict:
     details: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     labels: dict = field(default_factory=dict)  # figure -> measured | compiled | estimated (default: method)
+    call: str = ""  # PASS | FAIL | TOO CLOSE TO CALL ("" = from `passed`: PASS or FAIL)
+    band: dict = field(default_factory=dict)  # the error band of estimated latencies, with its provenance
 
     def label(self, figure: str) -> str:
         return self.labels.get(figure, self.method)
@@ -55,8 +105,9 @@ class Verdict:
     def table(self) -> str:
         how = (f"latency {self.label('p50_ms').upper()}, VRAM {self.label('vram_mb').upper()}" if self.labels
                else self.method.upper())
+        call = self.call or ("PASS" if self.passed else "EXCEEDED")
         head = (f"budget {self.budget} on {self.profile} (batch {self.batch_size}, {self.precision}): "
-                f"{how} on {self.device} -> {'PASS' if self.passed else 'EXCEEDED'}")
+                f"{how} on {self.device} -> {call}")
         lines = [head, f"  {'figure':<10} {'limit':>10} {'value':>10} {'margin':>22}  status    source"]
         for r in self.rows:
             limit = "-" if r["limit"] is None else f"{r['limit']:.2f}"
@@ -66,8 +117,15 @@ class Verdict:
                 margin = f"{r['limit'] - r['value']:.2f} {r['unit']} to spare"
             else:
                 margin = f"over by {r['over_by']:.2f} {r['unit']} (+{r['over_pct']:.1f}%)"
+            status = "TOO CLOSE" if r.get("call") == TOO_CLOSE else "ok" if r["ok"] else "EXCEEDED"
+            band = f"  band {r['low']:.2f}-{r['high']:.2f} {r['unit']}" if "low" in r else ""
             lines.append(f"  {r['figure']:<10} {limit:>10} {r['value']:>10.2f} {margin:>22}  "
-                         f"{'ok' if r['ok'] else 'EXCEEDED':<8}  {self.label(r['figure'])}")
+                         f"{status:<8}  {self.label(r['figure'])}{band}")
+        if self.band:
+            b = self.band
+            lines.append(f"  band: estimated latency x{b['ratio_low']:.2f} .. x{b['ratio_high']:.2f} (central "
+                         f"{b['quantiles'][1] - b['quantiles'][0]:.0%} of published/predicted on GPUs the estimator "
+                         f"was not fitted on, leave-one-GPU-out over {', '.join(b.get('gpus', []))}; docs/export.md)")
         lines += [f"  note: {n}" for n in self.notes]
         if self.details.get("pipeline"):
             lines.append("  " + self.details["pipeline"]["text"])
@@ -106,14 +164,16 @@ def estimated_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profil
                         input_dtype=torch.float32)
     est = estimate(trace, profile, include_transfer=budget.include_transfer)
     figures = {"p50_ms": est.p50_ms, "p95_ms": est.p95_ms, "vram_mb": est.vram_mb}
-    rows = judge(figures, budget, profile)
+    band = load_band()
+    rows = apply_band(judge(figures, budget, profile), band)
+    call = overall_call(rows)
     details = {"estimate": est.to_dict(), "params": trace.params, "flops": trace.flops,
                "gemm_flops": trace.gemm_flops, "ops": len(trace.ops), "by_kind": trace.by_kind(),
                "assumptions": profile.estimator.model_dump() | {"vram": profile.vram.model_dump()}}
     return Verdict("estimated", f"roofline model of {profile.name}", budget.name, profile.name, budget.batch_size,
                    precision, figures, rows, all(r["ok"] for r in rows), details,
                    ["ESTIMATED: no CUDA device here; roofline over counted ops with the profile's stated "
-                    "efficiency factors (export/estimate.py)"])
+                    "efficiency factors (export/estimate.py)"], call=call, band=band)
 
 
 def cuda_timing(run: Callable[[], object], seconds: float = 10.0, warmup_s: float = 2.0, min_runs: int = 20) -> dict:
@@ -207,8 +267,9 @@ def measured_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile
     rows = judge(figures, budget, profile)
     details = {"timing": timing, "runtime": what, "mem_get_info_delta_mb": delta_mb, "nvml_mb": nvml,
                "device_total_mb": total / 2**20}
+    ok = all(r["ok"] for r in rows)
     return Verdict("measured", name, budget.name, profile.name, budget.batch_size, precision, figures, rows,
-                   all(r["ok"] for r in rows), details, ["MEASURED with CUDA events"] + notes)
+                   ok, details, ["MEASURED with CUDA events"] + notes, call=PASS if ok else FAIL)
 
 
 def with_compiled_vram(v: Verdict, budget: Budget, profile: HardwareProfile, device_bytes: int, io_bytes: int,
@@ -217,10 +278,16 @@ def with_compiled_vram(v: Verdict, budget: Budget, profile: HardwareProfile, dev
     + the profile's CUDA context + the I/O buffers at the budget's batch size; re-judge and label it."""
     mb = 2**-20
     v.figures["vram_mb"] = profile.vram.cuda_context_mb + (device_bytes + io_bytes) * mb
-    v.rows = judge(v.figures, budget, profile)
-    v.passed = all(r["ok"] for r in v.rows)
-    v.notes = [n for n in v.notes if not n.startswith("VRAM = ")]
     v.labels = {"p50_ms": v.method, "p95_ms": v.method, "vram_mb": "compiled", "vram_board": "compiled"}
+    v.rows = judge(v.figures, budget, profile)
+    if v.band:  # estimated latency keeps its band; the compiled VRAM figure is a plain PASS/FAIL
+        apply_band(v.rows, v.band, v.labels, v.method)
+        v.call = overall_call(v.rows)
+        v.passed = v.call != FAIL
+    else:
+        v.passed = all(r["ok"] for r in v.rows)
+        v.call = PASS if v.passed else FAIL
+    v.notes = [n for n in v.notes if not n.startswith("VRAM = ")]
     v.details["compiled_vram"] = {"engine_device_mb": device_bytes * mb, "io_buffers_mb": io_bytes * mb,
                                   "cuda_context_mb": profile.vram.cuda_context_mb}
     v.notes.append(f"VRAM COMPILED: {what} device memory {device_bytes * mb:.1f} MB (TensorRT's weights + activations "
@@ -256,5 +323,5 @@ def pipeline_check(verdict: dict, host: dict, host_device: str) -> dict:
             "budget": verdict.get("budget"), "text": text}
 
 
-__all__ = ["Verdict", "judge", "pipeline_check", "estimated_verdict", "measured_verdict", "make_verdict",
-           "with_compiled_vram", "cuda_timing"]
+__all__ = ["Verdict", "judge", "banded_call", "apply_band", "overall_call", "load_band", "BAND_FILE", "pipeline_check",
+           "estimated_verdict", "measured_verdict", "make_verdict", "with_compiled_vram", "cuda_timing"]

@@ -11,6 +11,13 @@ peak memory = `torch.cuda.max_memory_allocated` during that configuration (the c
 activations and workspaces, not the CUDA context). Each row is printed next to the roofline estimate
 (export/estimate.py) for the same batch on the GPU's hardware profile (FP16 figures; BF16 runs at the FP16 tensor
 rate on Ampere and later). Without a CUDA GPU it prints the estimates only and says so. About 3-5 minutes on one GPU.
+
+Calibration row (`--calibration`, on by default in scripts/gpu_check.sh): the models of the published calibration
+tables (export/calibrate.py, tests/export/data/) and the student presets, batch 1 FP16 at each table's input size,
+timed the same way on the fastest runtime available (torch-tensorrt when importable, else `torch.compile`, the runtime
+is written into the table's conditions). The result JSON then carries a `calibration_table` (kind "measured", the GPU's
+profile, device, date) that `python -m emodistill.export.calibrate --table gpu_check.json` ingests as one more GPU:
+leave-one-GPU-out never fits on the GPU it reports, so this GPU is predicted from the published tables only.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ DTYPES = ("fp16", "bf16")
 MODES = ("eager", "compile")
 # substring of torch.cuda.get_device_name() -> hardware profile
 KNOWN = (("H200", "h200-sxm"), ("3050 Laptop", "rtx3050-laptop-4gb"), ("3050", "rtx3050-desktop-8gb"),
-         ("Xavier", "jetson-agx-xavier"))
+         ("Xavier", "jetson-agx-xavier"), ("3090", "rtx3090"), ("T4", "tesla-t4"), ("Nano", "jetson-nano"))
 
 
 def pick_profile(name: str | None) -> str:
@@ -120,6 +127,73 @@ def run(profile_name: str | None, seconds: float, presets=PRESETS) -> dict:
             "torch": torch.__version__, "seconds_per_config": seconds, "rows": rows}
 
 
+def calibration_models() -> list[tuple[str, str, tuple[int, int]]]:
+    """(builder, model, input H x W) of every published calibration table, then the student presets."""
+    from .calibrate import load_tables
+
+    seen: dict[tuple, None] = {}
+    for t in load_tables():
+        for r in t.rows:
+            seen.setdefault(t.key(r), None)
+    return [*seen, *(("student", p, (0, 0)) for p in PRESETS)]
+
+
+def _fast_runtime(model: torch.nn.Module, example: tuple) -> tuple[torch.nn.Module, str]:
+    """The fastest runtime here: torch-tensorrt FP16 when importable, else torch.compile (both on CUDA)."""
+    try:
+        import torch_tensorrt
+
+        trt = torch_tensorrt.compile(model, ir="dynamo", inputs=list(example), enabled_precisions={torch.float16})
+        return trt, f"torch-tensorrt {torch_tensorrt.__version__} fp16"
+    except Exception as e:  # not installed, or the model does not convert: compile is the fallback, and says so
+        logger.info("torch-tensorrt unavailable (%s); using torch.compile", e)
+        torch._dynamo.reset()
+        return torch.compile(model), f"torch.compile (inductor) fp16, torch {torch.__version__}"
+
+
+def measure_calibration(profile_name: str, seconds: float) -> dict:
+    """Measured batch-1 FP16 latency of the calibration models and the students: a calibration table."""
+    import datetime
+
+    from .budget import cuda_timing
+    from .calibrate import build_model
+    from .perf import preset_model
+    from .wrappers import Dims, ExportWrapper, random_inputs
+
+    rows, runtimes = [], set()
+    for builder, name, hw in calibration_models():
+        try:
+            if builder == "student":
+                model, pre = preset_model(name)
+                m, dt = compute_model(model, "fp16")
+                net = ExportWrapper(m, dt).cuda().eval()
+                example = tuple(x.cuda() for x in random_inputs(Dims.from_preprocess(pre), 1))
+            else:
+                net = build_model(name, builder).half().cuda().eval()
+                example = (torch.zeros(1, 3, *hw, device="cuda", dtype=torch.float16),)
+            with torch.no_grad():
+                fast, runtime = _fast_runtime(net, example)
+                fast(*example)  # compile / build outside the timed runs
+                timing = cuda_timing(lambda: fast(*example), seconds=seconds, warmup_s=min(1.0, seconds))
+            runtimes.add(runtime)
+            rows.append({"model": name, "builder": builder, "input_hw": list(hw) if builder != "student" else None,
+                         "ms": timing["p50_ms"], "p95_ms": timing["p95_ms"], "runtime": runtime})
+        except Exception as e:  # one model failing must not lose the others
+            logger.warning("calibration %s %s failed: %s", builder, name, e)
+        finally:
+            torch.cuda.empty_cache()
+    for r in rows:  # student rows: input sizes are the preset's own
+        if r["input_hw"] is None:
+            r.pop("input_hw")
+    dev = torch.cuda.get_device_name()
+    return {"gpu": profile_name, "kind": "measured",
+            "source": {"title": f"scripts/gpu_check.sh measured on {dev}", "device": dev},
+            "date_read": datetime.date.today().isoformat(),
+            "conditions": {"runtime": sorted(runtimes), "precision": "fp16", "batch": 1, "transfer_included": False,
+                           "timing": f"CUDA events, inputs on the GPU, p50 over >= {seconds} s after warm-up"},
+            "rows": rows}
+
+
 def render(result: dict) -> str:
     head = (f"device: {result['device'] or 'no CUDA GPU - estimates only'}; profile {result['profile']}; "
             f"torch {result['torch']}")
@@ -142,12 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per configuration (after warm-up)")
     p.add_argument("--presets", nargs="+", default=list(PRESETS), help="student presets to check")
     p.add_argument("--out", default=None, help="also write the figures as JSON")
+    p.add_argument("--calibration", action="store_true",
+                   help="also time the calibration models + students at batch 1 FP16 (a measured calibration table "
+                        "for `python -m emodistill.export.calibrate --table OUT`)")
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     if not torch.cuda.is_available():
         print("no CUDA GPU is visible: printing the estimates only (run this on the GPU to measure)", file=sys.stderr)
     result = run(args.profile, args.seconds, args.presets)
     print(render(result))
+    if args.calibration and result["gpu"]:
+        table = measure_calibration(result["profile"], min(args.seconds, 1.0))
+        result["calibration_table"] = table
+        print(f"\ncalibration table ({table['conditions']['runtime']}), {len(table['rows'])} models, batch 1 fp16:")
+        for r in table["rows"]:
+            print(f"  {r['builder']:<12} {r['model']:<22} {r['ms']:8.3f} ms")
     if args.out:
         write_json_atomic(args.out, result)
     return 0

@@ -21,7 +21,7 @@ def _item(name: str, kind: str, path: Path) -> dict:
 
 
 def catalogue() -> dict[str, list[dict]]:
-    """{"recipes": [...], "profiles": [...], "budgets": [...]}, each item name/kind/path/command/description."""
+    """{"recipes": [...], "profiles": [...], "budgets": [...], "calibration": [...]}, each item name/kind/path/command/description."""
     from ..export.profiles import BUDGET_DIR, HARDWARE_DIR, list_budgets, list_profiles
 
     recipes = [_item(Path(name).name, Path(name).parts[0], f) for name, f in packaged_configs().items()]
@@ -30,14 +30,19 @@ def catalogue() -> dict[str, list[dict]]:
                 if (HARDWARE_DIR / f"{n}.yaml").is_file()]
     budgets = [_item(n, "budget", BUDGET_DIR / f"{n}.yaml") for n in list_budgets()
                if (BUDGET_DIR / f"{n}.yaml").is_file()]
-    return {"recipes": recipes, "profiles": profiles, "budgets": budgets}
+    # data the estimator reads (export/calibrate.py writes it): listed so that every packaged YAML is accounted for
+    calibration = [{**_item(f.stem, "calibration", f), "command": "python -m emodistill.export.calibrate --write-band",
+                    "description": "error band of estimated RTX latencies, leave-one-GPU-out (docs/export.md)"}
+                   for f in sorted((HARDWARE_DIR / "calibration").glob("*.yaml"))]
+    return {"recipes": recipes, "profiles": profiles, "budgets": budgets, "calibration": calibration}
 
 
 def render(cat: dict[str, list[dict]]) -> str:
     width = max(len(f"{i['kind']}/{i['name']}") for items in cat.values() for i in items) + 2
     lines = [f"packaged configs in {CONFIG_DIR}"]
     titles = {"recipes": "recipes (--config NAME)", "profiles": "hardware profiles (--profile / --budget NAME)",
-              "budgets": "budgets (--budget NAME)"}
+              "budgets": "budgets (--budget NAME)",
+              "calibration": "estimator calibration (python -m emodistill.export.calibrate --write-band)"}
     for section, items in cat.items():
         lines.append(f"\n{titles[section]}")
         for i in items:

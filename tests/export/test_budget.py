@@ -78,3 +78,43 @@ def test_pipeline_check_adds_measured_host_time_to_the_model_figure(toy_model):
     assert not slow["fits"] and "DOES NOT FIT" in slow["text"]
     v.details["pipeline"] = slow
     assert "DOES NOT FIT" in v.table()
+
+
+def test_band_calls_by_hand():
+    from emodistill.export.budget import FAIL, PASS, TOO_CLOSE, banded_call
+
+    # estimate 10 ms, truth expected in [7, 16] ms
+    assert banded_call(10.0, 20.0, 0.7, 1.6) == (PASS, pytest.approx(7.0), pytest.approx(16.0))
+    assert banded_call(10.0, 16.0, 0.7, 1.6)[0] == PASS  # the band's top exactly at the limit still fits
+    assert banded_call(10.0, 12.0, 0.7, 1.6)[0] == TOO_CLOSE  # point estimate fits, the band does not
+    assert banded_call(10.0, 8.0, 0.7, 1.6)[0] == TOO_CLOSE  # point estimate over, the band's bottom fits
+    assert banded_call(10.0, 6.9, 0.7, 1.6)[0] == FAIL
+    assert banded_call(10.0, None, 0.7, 1.6)[0] == PASS
+
+
+def test_an_estimate_near_its_limit_is_too_close_to_call(toy_model):
+    from emodistill.export.budget import TOO_CLOSE
+
+    budget, profile = load_budget("rtx3050-desktop-8gb", ["max_vram_mb=2000"])
+    p50 = estimated_verdict(toy_model, DIMS, budget, profile, "fp16").figures["p50_ms"]
+    near, _ = load_budget("rtx3050-desktop-8gb", [f"max_p50_ms={p50 * 0.95:.6f}", "max_p95_ms=1000",
+                                                  "max_vram_mb=2000"])
+    v = estimated_verdict(toy_model, DIMS, near, profile, "fp16")
+    rows = {r["figure"]: r for r in v.rows}
+    assert not rows["p50_ms"]["ok"] and rows["p50_ms"]["call"] == TOO_CLOSE  # over by the point value, inside the band
+    assert v.call == TOO_CLOSE and not v.passed  # the point value is over: export still exits 3, and says why
+    b = v.band
+    assert rows["p50_ms"]["low"] == pytest.approx(p50 * b["ratio_low"], rel=1e-3)
+    assert rows["p50_ms"]["high"] == pytest.approx(p50 * b["ratio_high"], rel=1e-3)
+    assert "TOO CLOSE TO CALL" in v.table() and "band" in v.table()
+    assert v.to_dict()["call"] == TOO_CLOSE
+
+
+def test_generous_and_hopeless_budgets_are_pass_and_fail(toy_model):
+    from emodistill.export.budget import FAIL, PASS
+
+    ok, profile = load_budget("rtx3050-desktop-8gb", ["max_p50_ms=50", "max_p95_ms=80", "max_vram_mb=2000"])
+    assert estimated_verdict(toy_model, DIMS, ok, profile, "fp16").call == PASS
+    bad, _ = load_budget("rtx3050-desktop-8gb", ["max_p50_ms=0.001"])
+    v = estimated_verdict(toy_model, DIMS, bad, profile, "fp16")
+    assert v.call == FAIL and not v.passed and "-> FAIL" in v.table()
