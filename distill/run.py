@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from emodistill.core.checkpoint import check_meta, load_checkpoint, read_meta, save_checkpoint
+from emodistill.core.checkpoint import CheckpointError, check_meta, load_checkpoint, read_meta, save_checkpoint
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.contract import Preprocess
 from emodistill.core.evaluate import evaluate, modality_dropout_mask
@@ -162,6 +162,67 @@ def cache_teacher_outputs(cfg: DistillConfig, accelerator, distiller: Distiller,
     return WithTeacherOutputs(cache, view=view), info
 
 
+def check_loss_args(term: str, loss: str, args: dict) -> None:
+    """`distill.losses.<term>.args` against the loss's constructor: an unknown argument fails before any data
+    is decoded, with a near miss suggested."""
+    import inspect
+
+    from emodistill.core.config import did_you_mean
+    from emodistill.distill.losses import LOSSES
+
+    params = inspect.signature(LOSSES.get(loss)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in allowed:
+            raise ConfigError(f"distill.losses.{term}.args.{key}: loss {loss!r} takes no argument {key!r}"
+                              f"{did_you_mean(key, allowed)}; it takes: {', '.join(allowed) or 'none'}")
+
+
+def check_student_options(cfg: DistillConfig) -> None:
+    """`student.overrides` against the preset: the student is built on the meta device (no memory, no weights), so
+    an unknown or wrongly typed option fails before any data is decoded. A pretrained student is built later only
+    (building it would read its weights)."""
+    if cfg.student.overrides.get("pretrained"):
+        return
+    try:
+        with torch.device("meta"):
+            build_student(cfg, 2)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"student.overrides ({cfg.student.name}): {e}") from None
+    except Exception as e:  # noqa: BLE001 - a preset that cannot be built on meta (it reads values): built later
+        logger.debug("student %s not checked on the meta device (%s); it is checked when built", cfg.student.name, e)
+
+
+def expected_class_names(cfg: DistillConfig) -> list[str]:
+    """The run's class list as the data will give it, from a scan of the file names (nothing is decoded)."""
+    if cfg.toy is not None:
+        return [f"class{i}" for i in range(cfg.toy.num_classes)]
+    from emodistill.core.data.names import labelled_clips
+
+    return labelled_clips(cfg.data.root, cfg.data.format, cfg.data.classes, cfg.data.label_map).class_names
+
+
+def check_teacher_checkpoint(cfg: DistillConfig) -> None:
+    """`teacher.checkpoint` exists, is a teacher (not a student), and knows the data's classes."""
+    key = "teacher.checkpoint"
+    try:
+        meta = read_meta(cfg.teacher.checkpoint)
+    except CheckpointError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    if meta.get("family") != "teacher":
+        raise ConfigError(f"{key}: {cfg.teacher.checkpoint} is a {meta.get('family')!r} checkpoint, not a teacher "
+                          "(distillation needs a fine-tuned teacher: `emodistill teacher train --config ...` "
+                          "writes one to <output_dir>/best)")
+    names = expected_class_names(cfg)
+    have = list(meta.get("class_names") or [])
+    if names and have != names:
+        raise ConfigError(f"{key}: {cfg.teacher.checkpoint} was trained on {len(have)} classes {have}, the data "
+                          f"has {len(names)} {names}; fine-tune a teacher on these classes (or set data.classes / "
+                          "data.label_map to the teacher's)")
+
+
 def preflight(cfg: DistillConfig, resume: bool = False, force: bool = False) -> list[str]:
     """What can be checked before any data is decoded: registered names, the teacher checkpoint's metadata, and
     whether output_dir may be written (-> the previous run's files that --force moves aside)."""
@@ -178,12 +239,14 @@ def preflight(cfg: DistillConfig, resume: bool = False, force: bool = False) -> 
         _import_models(role)
         if name not in list_models(role=role):
             raise ConfigError(f"{key}: unknown {role} {name!r}; available: {', '.join(list_models(role=role))}")
+    check_student_options(cfg)
     for term, sec in cfg.distill.losses.items():
         if (sec.loss or term) not in LOSSES:
             raise ConfigError(f"distill.losses.{term}: unknown loss {sec.loss or term!r}; available: "
                               f"{', '.join(LOSSES.names())} (set `loss:` to one of them)")
+        check_loss_args(term, sec.loss or term, sec.args)
     if cfg.teacher.checkpoint and cfg.distill.kd:
-        read_meta(cfg.teacher.checkpoint)  # a missing / incomplete teacher fails now, not after the data
+        check_teacher_checkpoint(cfg)  # a missing, incomplete or mismatched teacher fails now, not after the data
     if resume:
         latest_state(Path(cfg.output_dir) / "state")  # a torn or misdirected latest.json fails now
     return check_run_folder(cfg.output_dir, resume=resume, force=force)
@@ -259,7 +322,15 @@ def save_best(best_dir: Path, core: Distiller, preprocess: Preprocess, names: li
 
 
 def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bool = False) -> dict:
-    """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`."""
+    """Run a distillation; returns the metrics also written to `<output_dir>/metrics.json`. output_dir is locked
+    from the folder check to the end of the run (emodistill.core.lock; rank 0 only): a second writer is refused."""
+    from emodistill.core.lock import folder_lock
+
+    with folder_lock(cfg.output_dir, what="run", command=command or None):
+        return _train(cfg, resume, command, force)
+
+
+def _train(cfg: DistillConfig, resume: bool, command: str, force: bool) -> dict:
     from accelerate.utils import DistributedDataParallelKwargs
 
     previous = preflight(cfg, resume, force)

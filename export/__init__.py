@@ -25,6 +25,6 @@ _EXPORTS = {
     "onnx": ["export_onnx", "compare_logits", "make_session", "ort_latency"],
     "quantize": ["QuantConfig", "quantize_int8", "make_reader"],
     "tensorrt": ["availability", "build_engine", "trtexec_command", "TensorRTUnavailable"],
-    "trt_rtx": ["EngineBuildError", "EngineRuntimeError", "EngineRunner", "load_engine", "sm_target"],
+    "trt_rtx": ["EngineBuildError", "EngineRuntimeError", "EngineUnavailable", "EngineMismatch", "EngineRunner", "load_engine", "sm_target"],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from emodistill.core.utils import int_at_least
+
 
 def _student_info(args) -> int:
     """`student info NAME [--latency]`: the student's table, then the fp32 ONNX artifact timed on ONNX Runtime."""
@@ -42,9 +44,9 @@ def register_student(sub) -> None:
     g = info.add_argument_group("latency (export stage)")
     g.add_argument("--latency", action="store_true",
                    help="export to ONNX (fp32, opset 18, as `emodistill export`) and time ONNX Runtime on CPU")
-    g.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    g.add_argument("--runs", type=int, default=50, help="timed runs (p50, p90, p95, min reported)")
-    g.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs")
+    g.add_argument("--threads", type=int_at_least(1), default=2, help="ONNX Runtime intra-op threads")
+    g.add_argument("--runs", type=int_at_least(1), default=50, help="timed runs (p50, p90, p95, min reported)")
+    g.add_argument("--warmup", type=int_at_least(0), default=5, help="untimed warm-up runs")
     info.set_defaults(func=_student_info)
 
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from emodistill.core.utils import float_above, int_at_least  # noqa: E402
+
 logger = logging.getLogger("emodistill.export.run")
 
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 3, 4, 5  # = emodistill.core.errors
@@ -75,7 +77,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="dataset layout (default: the one the checkpoint was trained on, else ravdess)")
     p.add_argument("--verdict", choices=["auto", "estimated", "measured"], default="auto",
                    help="auto: measured when CUDA is visible, else the roofline estimate")
-    p.add_argument("--measure-seconds", type=float, default=10.0, help="timed runs of a measured verdict (>= 10 s)")
+    p.add_argument("--measure-seconds", type=float_above(0), default=10.0, help="timed runs of a measured verdict (>= 10 s)")
     p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="ONNX INT8 method")
     p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                    help="reuse this fp32 ONNX export of the same checkpoint (checked by its sidecar) instead of "
@@ -83,17 +85,17 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8-target", choices=["cpu", "tensorrt"], default=None,
                    help="cpu: uint8 asymmetric activations (ORT); tensorrt: symmetric int8 activations and weights, "
                         "float biases (default: tensorrt for --format tensorrt, else cpu)")
-    p.add_argument("--calib-samples", type=int, default=64, help="training clips used for INT8 calibration")
+    p.add_argument("--calib-samples", type=int_at_least(1), default=64, help="training clips used for INT8 calibration")
     p.add_argument("--calibrate-method", choices=["minmax", "entropy", "percentile"], default="minmax",
                    help="activation range calibration")
-    p.add_argument("--max-eval", type=int, default=0, help="test clips used for accuracy (0 = all)")
-    p.add_argument("--parity-samples", type=int, default=32, help="clips for the PyTorch parity check")
-    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+    p.add_argument("--max-eval", type=int_at_least(0), default=0, help="test clips used for accuracy (0 = all)")
+    p.add_argument("--parity-samples", type=int_at_least(1), default=32, help="clips for the PyTorch parity check")
+    p.add_argument("--max-accuracy-drop", type=float_above(0, inclusive=True), default=1.0,
                    help="largest accuracy drop (points) vs the fp32 PyTorch model on the test split")
-    p.add_argument("--eval-batch", type=int, default=16, help="batch size for parity and accuracy")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime CPU intra-op threads for the latency figure")
-    p.add_argument("--latency-seconds", type=float, default=2.0, help="ONNX Runtime CPU timing per batch size")
-    p.add_argument("--max-batch", type=int, default=16,
+    p.add_argument("--eval-batch", type=int_at_least(1), default=16, help="batch size for parity and accuracy")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="ONNX Runtime CPU intra-op threads for the latency figure")
+    p.add_argument("--latency-seconds", type=float_above(0), default=2.0, help="ONNX Runtime CPU timing per batch size")
+    p.add_argument("--max-batch", type=int_at_least(1), default=16,
                    help="largest batch of the TensorRT optimisation profile (min 1, opt = budget batch, max = the "
                         "larger of this and the budget batch; compiled activation memory is for this batch)")
     p.add_argument("--hardware-compatible", action="store_true",
@@ -199,7 +201,15 @@ def _commit(stage: Path, out: Path, sidecar: dict) -> None:
 
 
 def run_export(args) -> int:
-    """Export into a staging folder inside --out; a failure at any point leaves --out as it was."""
+    """Export into a staging folder inside --out; a failure at any point leaves --out as it was. --out is locked
+    for the whole export (emodistill.core.lock): a second command writing into it is refused."""
+    from emodistill.core.lock import folder_lock
+
+    with folder_lock(args.out, what="export"):
+        return _run_export(args)
+
+
+def _run_export(args) -> int:
     out = Path(args.out)
     _prepare_out(out, args.force)
     created = not out.exists()

@@ -28,6 +28,8 @@ from typing import Iterable
 
 import torch
 
+from emodistill.core.errors import UnavailableError
+
 from .wrappers import Dims, ExportWrapper, half_model, random_inputs
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ INSTALL_HINT = ("pip install 'emodistill[tensorrt]' on an RTX GPU (torch-tensorr
                 "pip install 'torch-tensorrt==2.11.*' on a data-center GPU; INT8 also needs nvidia-modelopt")
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(UnavailableError, RuntimeError):
     """torch-tensorrt, TensorRT, Model Optimizer or a CUDA GPU is missing."""
 
 

@@ -26,6 +26,8 @@ import re
 import time
 from pathlib import Path
 
+from emodistill.core.errors import InputError, RuntimeFailure, UnavailableError
+
 logger = logging.getLogger(__name__)
 
 # compute capability "major.minor" -> tensorrt_rtx.ComputeCapability member
@@ -44,8 +46,17 @@ class EngineBuildError(RuntimeError):
     """The ONNX graph does not parse or the engine does not build (the message names the node)."""
 
 
-class EngineRuntimeError(RuntimeError):
-    """An engine cannot run here (no NVIDIA GPU, or one of another compute capability)."""
+class EngineRuntimeError(RuntimeFailure, RuntimeError):
+    """An engine failed while it ran (exit code 1)."""
+
+
+class EngineUnavailable(UnavailableError, EngineRuntimeError):
+    """An engine cannot run here: no NVIDIA GPU, one of another compute capability, or no TensorRT for RTX
+    (exit code 5: use the ONNX artifact)."""
+
+
+class EngineMismatch(InputError, EngineRuntimeError):
+    """An engine file that is not the one its sidecar describes (exit code 2)."""
 
 
 def trt_module():
@@ -204,7 +215,7 @@ class EngineRunner:
     def __init__(self, engine_bytes: bytes, compute_capability: str | None = None):
         ok, why = runnable_here(compute_capability)
         if not ok:
-            raise EngineRuntimeError(why)
+            raise EngineUnavailable(why)
         import torch
 
         trt = trt_module()
@@ -245,13 +256,13 @@ def load_engine(path: str | Path, sidecar: dict) -> EngineRunner:
     cc = facts.get("compute_capability")
     ok, why = runnable_here(cc)
     if not ok:
-        raise EngineRuntimeError(f"{path}: {why} (built for SM {cc or '?'}); use the ONNX artifact on CPU instead")
+        raise EngineUnavailable(f"{path}: {why} (built for SM {cc or '?'}); use the ONNX artifact on CPU instead")
     data = path.read_bytes()
     want = sidecar.get("sha256")
     if want and hashlib.sha256(data).hexdigest() != want:
-        raise EngineRuntimeError(f"{path}: sha256 differs from its sidecar (the sidecar belongs to another export)")
+        raise EngineMismatch(f"{path}: sha256 differs from its sidecar (the sidecar belongs to another export)")
     return EngineRunner(data, cc)
 
 
-__all__ = ["SM_TARGETS", "EngineBuildError", "EngineRuntimeError", "EngineRunner", "build_engine", "sm_target",
+__all__ = ["SM_TARGETS", "EngineBuildError", "EngineRuntimeError", "EngineUnavailable", "EngineMismatch", "EngineRunner", "build_engine", "sm_target",
            "parse_memory", "device_memory_bytes", "runnable_here", "load_engine", "trt_module"]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from emodistill.core.config import check_fields
 from emodistill.core.layers import replace_missing
 from emodistill.core.model import AVModel, model_registry, unimodal_heads
 
@@ -86,10 +87,7 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudentConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown StudentConfig field(s) {unknown}; valid: {sorted(names)}")
+        check_fields(cls, d, "student")  # unknown names and wrong types fail before any build
         return cls(**d)
 
 

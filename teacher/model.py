@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emodistill.core.config import check_fields
 from emodistill.core.layers import GatedModalityProjection, deinterleave, interleave, replace_missing
 from emodistill.core.model import AVModel, model_registry, unimodal_heads
 
@@ -233,10 +234,7 @@ def create_teacher(name: str, **overrides) -> TeacherModel:
 
 def _override(cfg: TeacherConfig, overrides: dict) -> TeacherConfig:
     """Preset + overrides; dict-valued fields (vision, audio, lfm2, mel) are merged key by key."""
-    fields = {f.name for f in dataclasses.fields(TeacherConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown teacher option(s) {unknown}; allowed: {sorted(fields)}")
+    check_fields(TeacherConfig, overrides, "teacher")  # unknown names and wrong types fail before any build
     merged = {k: ({**getattr(cfg, k), **v} if isinstance(v, dict) and isinstance(getattr(cfg, k), dict) else v)
               for k, v in overrides.items()}
     return dataclasses.replace(cfg, **merged)

@@ -92,7 +92,15 @@ def _modality_mask(batch_size: int, p: float, device, modality: str = "both") ->
 
 def train(cfg: TeacherTrainConfig, command: str = "", force: bool = False, resume: bool = False) -> dict:
     """Run the fine-tune (`resume`: continue `<output_dir>/state`); returns the metrics written to
-    `<output_dir>/metrics.json`."""
+    `<output_dir>/metrics.json`. output_dir is locked for the whole run (emodistill.core.lock; rank 0 only): a
+    second writer is refused."""
+    from emodistill.core.lock import folder_lock
+
+    with folder_lock(cfg.output_dir, what="run", command=command or None):
+        return _train(cfg, command, force, resume)
+
+
+def _train(cfg: TeacherTrainConfig, command: str, force: bool, resume: bool) -> dict:
     from accelerate.utils import set_seed
 
     from emodistill.teacher import TEACHERS, create_teacher

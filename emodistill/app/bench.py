@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..core.timing import time_callable
+from ..core.utils import float_above, int_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", default="student_xs", help="student checkpoint folder or preset name")
     p.add_argument("--out", required=True, help="output folder (bench.json, bench.md, the ONNX files)")
     p.add_argument("--data", default=None, help="dataset root: INT8 calibration on its training clips")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="batch sizes to time")
-    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per runtime and batch size")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch and ONNX Runtime")
-    p.add_argument("--calib-samples", type=int, default=32, help="clips for INT8 calibration")
+    p.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 16], help="batch sizes to time")
+    p.add_argument("--seconds", type=float_above(0), default=3.0, help="timed seconds per runtime and batch size")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads for PyTorch and ONNX Runtime")
+    p.add_argument("--calib-samples", type=int_at_least(1), default=32, help="clips for INT8 calibration")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
     p.add_argument("--pipeline-video", help="video for the student's pipeline row (`predict --stream`: decode, "
                    "face, preprocess, audio, model per window); default: 10 synthetic clips in a row")

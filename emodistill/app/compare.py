@@ -21,6 +21,7 @@ import torch
 from ..core.checkpoint import load_checkpoint, read_meta, recorded_data
 from ..core.contract import Preprocess
 from ..core.evaluate import modality_mask
+from ..core.utils import int_at_least
 from ..core.flops import count_flops
 from ..core.metrics import classification_metrics
 from ..core.timing import time_callable
@@ -271,9 +272,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="folder for report.md, report.json and plots")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")
     p.add_argument("--data-split", default="fixed", choices=["fixed", "fold"], help="actor split protocol")
-    p.add_argument("--fold", type=int, default=0, help="fold for --data-split fold (0-5)")
+    p.add_argument("--fold", type=int_at_least(0), default=0, help="fold for --data-split fold (0-5)")
     p.add_argument("--budget", default="rtx3050-laptop-4gb", help="hardware profile or budget for the RTX 3050 column")
-    p.add_argument("--repeats", type=int, default=20, help="timed repeats per latency figure")
-    p.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
+    p.add_argument("--repeats", type=int_at_least(1), default=20, help="timed repeats per latency figure")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="evaluation batch size")
     p.add_argument("--seeds", help="summary.json of `python -m emodistill.distill.seeds` (same recipe): the KD gain's spread")
     p.set_defaults(func=_run)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.utils import write_json_atomic
+from ..core.utils import int_at_least, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/demo", help="folder for every stage's outputs")
     p.add_argument("--size", default="default", choices=["small", "default"], help="synthetic data set size")
-    p.add_argument("--epochs", type=int, help="override the epochs of teacher and student training (quick runs)")
+    p.add_argument("--epochs", type=int_at_least(1), help="override the epochs of teacher and student training (quick runs)")
     p.add_argument("--budget", default=DEFAULT_BUDGET, help="RTX 3050 budget (configs/hardware/budgets) or profile")
     p.add_argument("--seed", type=int, default=0, help="seed for data, teacher and students")
     p.add_argument("--force", action="store_true", help="redo every stage even if its outputs exist")

@@ -17,7 +17,7 @@ import torch
 
 from ..core.checkpoint import is_checkpoint_path, load_checkpoint
 from ..core.contract import Preprocess
-from ..core.utils import read_json, sha256_file
+from ..core.utils import int_at_least, read_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
     return diffs
 
 
+def _output_width(contract: dict) -> int | None:
+    """The class dimension the sidecar records for the model's first output, when it states one."""
+    outs = contract.get("outputs") or []
+    if isinstance(outs, dict):  # core.contract.input_contract: {"logits": ["batch", C]}
+        outs = [{"name": k, "shape": v} for k, v in outs.items()]
+    first = outs[0] if isinstance(outs, list) and outs and isinstance(outs[0], dict) else {}
+    shape = first.get("shape")
+    return shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) else None
+
+
 def _preprocess(data, source: Path) -> Preprocess:
     from pydantic import ValidationError
 
@@ -101,6 +111,12 @@ class Predictor:
                 raise ContractError(f"{find_sidecar(self.path)}: no preprocess / class_names in the sidecar")
             self.preprocess = _preprocess(contract["preprocess"], find_sidecar(self.path))
             self.class_names = contract["class_names"]
+            width = _output_width(contract)
+            if width is not None and width != len(self.class_names):
+                raise ContractError(f"{find_sidecar(self.path)}: input_contract.class_names lists "
+                                    f"{len(self.class_names)} classes but the model's output "
+                                    f"'logits' has {width}; the sidecar "
+                                    "was edited or belongs to another export (export the model again)")
             if self.path.suffix == ".onnx":
                 diffs = check_onnx_contract(self.path, {**contract, "sha256": sidecar.get("sha256")})
                 if diffs:
@@ -182,7 +198,7 @@ def budget_line(v: dict) -> str:
     lab = lambda k: labels.get(k, v["method"])  # noqa: E731
     return (f"{v['budget']} on {v['profile']} (batch {v['batch_size']}, {v['precision']}): p50 {f['p50_ms']:.2f} ms "
             f"[{lab('p50_ms')}], p95 {f['p95_ms']:.2f} ms [{lab('p95_ms')}], VRAM {f['vram_mb']:.0f} MB "
-            f"[{lab('vram_mb')}] -> {'PASS' if v['passed'] else 'EXCEEDED'}")
+            f"[{lab('vram_mb')}] -> {v.get('call') or ('PASS' if v['passed'] else 'EXCEEDED')}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -191,6 +207,10 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no --model given and the demo's {DEFAULT_MODEL} does not exist; "
                                 "run `emodistill demo` first or pass --model")
     expect = {k: v for k, v in (("num_frames", args.num_frames), ("image_size", args.image_size)) if v is not None}
+    if args.stream:
+        from .timeline import stream_options
+
+        stream_options(args)  # out-of-range flags fail before the model is loaded
     predictor = Predictor(model, expect)  # errors: one line, exit 2 (emodistill.core.errors)
     if args.stream:
         from .timeline import stream_command
@@ -217,8 +237,8 @@ def register(sub) -> None:
                                     f"(default: {DEFAULT_MODEL} from `emodistill demo`)")
     p.add_argument("--wav", help="audio file to pair with a video-only clip")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--num-frames", type=int, help="refuse the model unless its contract uses this many frames")
-    p.add_argument("--image-size", type=int, help="refuse the model unless its contract uses this frame size")
+    p.add_argument("--num-frames", type=int_at_least(1), help="refuse the model unless its contract uses this many frames")
+    p.add_argument("--image-size", type=int_at_least(1), help="refuse the model unless its contract uses this frame size")
     from .timeline import add_stream_arguments
 
     add_stream_arguments(p)

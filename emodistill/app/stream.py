@@ -52,6 +52,21 @@ class StreamOptions:
     format: str | None = None        # demuxer to force (v4l2, mpegts, ...); None = probe
     audio_lag: float = 1.0           # seconds video may run ahead of audio before a window goes without it
 
+    def __post_init__(self):
+        """Out-of-range options fail here, before any model or media is opened (one error naming the flag)."""
+        checks = (("--hop", self.hop, self.hop is not None and self.hop > 0, "> 0 seconds"),
+                  ("--face-every", self.face_every, isinstance(self.face_every, int) and self.face_every >= 1,
+                   "an integer >= 1"),
+                  ("--face-detect", self.face_detect, self.face_detect in ("auto", "on", "off"),
+                   "one of auto, on, off"),
+                  ("--max-seconds", self.max_seconds, self.max_seconds is None or self.max_seconds > 0,
+                   "> 0 seconds, or unset for the whole source"),
+                  ("min_face_share", self.min_face_share, 0 <= self.min_face_share <= 1, "in [0, 1]"),
+                  ("audio_lag", self.audio_lag, self.audio_lag >= 0, ">= 0 seconds"))
+        for flag, value, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{flag} {value!r}: must be {allowed}")
+
 
 @dataclass
 class Window:

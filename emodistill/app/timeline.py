@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .stream import STAGES, StreamOptions, run_stream
-from ..core.utils import cpu_name, write_json_atomic
+from ..core.utils import cpu_name, float_above, int_at_least, write_json_atomic
 from ..core.timing import KEYS
 
 logger = logging.getLogger(__name__)
@@ -196,6 +196,13 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
     return check | {"verdict": verdict}
 
 
+def stream_options(args) -> StreamOptions:
+    """The stream flags as options; out-of-range values raise ValueError naming the flag (called before the model
+    is loaded)."""
+    return StreamOptions(hop=args.hop, face_every=args.face_every, face_detect=args.face_detect,
+                         silence_db=args.silence_db, max_seconds=args.max_seconds, format=args.source_format)
+
+
 def stream_command(predictor, args) -> int:
     """`emodistill predict SOURCE --stream`: run, write the outputs, print the timing (exit 130 after Ctrl-C)."""
     if args.wav:
@@ -203,8 +210,7 @@ def stream_command(predictor, args) -> int:
     out = Path(args.out or Path("outputs/stream") / (Path(args.clip).stem if args.clip not in ("-", "pipe:")
                                                       else "stdin"))
     out.mkdir(parents=True, exist_ok=True)
-    opts = StreamOptions(hop=args.hop, face_every=args.face_every, face_detect=args.face_detect,
-                         silence_db=args.silence_db, max_seconds=args.max_seconds, format=args.source_format)
+    opts = stream_options(args)
     sink = CsvSink(out / "timeline.csv", list(predictor.class_names))
     overlay = Overlay(out / "overlay.mp4") if args.overlay else None
 
@@ -304,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("make-long", help="concatenate clips of known emotions into one video + .segments.json")
     m.add_argument("--data", required=True, help="RAVDESS-format set (e.g. outputs/demo/data)")
     m.add_argument("--out", required=True, help="the .mp4 to write")
-    m.add_argument("--minutes", type=float, default=5.0)
-    m.add_argument("--per-segment", type=int, default=3, help="clips of one emotion per segment")
+    m.add_argument("--minutes", type=float_above(0), default=5.0)
+    m.add_argument("--per-segment", type=int_at_least(1), default=3, help="clips of one emotion per segment")
     m.add_argument("--split", default="test", choices=["train", "val", "test"])
     m.add_argument("--seed", type=int, default=0)
     sc = sub.add_parser("score", help="per-segment majority emotion vs the known labels")

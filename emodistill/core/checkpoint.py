@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,43 @@ def recorded_data(meta: dict) -> dict:
     return {}
 
 
+def recipe_making(path: str | Path) -> str | None:
+    """The command of the packaged recipe whose run writes the checkpoint `path` (its `output_dir`/best), if
+    one does: what to run when that checkpoint is missing."""
+    import yaml
+
+    from .config import packaged_configs, yaml_header
+
+    want = Path(os.path.normpath(_dir(path)))
+    for f in packaged_configs().values():
+        try:
+            out = (yaml.safe_load(f.read_text()) or {}).get("output_dir")
+        except (yaml.YAMLError, OSError, AttributeError):
+            continue
+        if out and Path(os.path.normpath(Path(out) / "best")) == want:
+            return yaml_header(f)[0] or None
+    return None
+
+
+def missing_checkpoint_message(path: str | Path) -> str:
+    """Why `path` is not a checkpoint, and what to do: a missing path (and the command that makes it), a run
+    folder (its checkpoint is best/), or a folder of something else."""
+    d = _dir(path)
+    if not d.exists():
+        make = recipe_making(d)
+        how = f"; make it first: `{make}`" if make else ""
+        return f"{d}: no such checkpoint (the path does not exist){how}"
+    if d.is_file():
+        return f"{d}: a file, not a checkpoint folder (give the folder holding {META} and {WEIGHTS})"
+    if (d / "best" / META).exists():
+        return (f"{d} is a run folder, not a checkpoint: its best checkpoint is {d / 'best'} (pass that path)")
+    return f"{d}: no {META}; not an emodistill checkpoint (or it was never completed)"
+
+
 def read_meta(path: str | Path) -> dict:
     d = _dir(path)
     if not (d / META).exists():
-        raise CheckpointError(f"{d}: no {META}; not an emodistill checkpoint (or it was never completed)")
+        raise CheckpointError(missing_checkpoint_message(d))
     try:
         meta = json.loads((d / META).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -241,3 +241,39 @@ def lazy_exports(package: str, table: dict[str, list[str]]):
         return names
 
     return __getattr__, __dir__, names
+
+
+def int_at_least(lo: int):
+    """argparse type: an integer >= `lo` (a value out of range is a usage error naming the flag and the range)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (must be an integer >= {lo})")
+        return value
+
+    parse.__name__ = f"int >= {lo}"
+    return parse
+
+
+def float_above(lo: float, *, inclusive: bool = False):
+    """argparse type: a finite number > `lo` (>= with `inclusive`)."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be a number {'>=' if inclusive else '>'} "
+                                             f"{lo:g})")
+        return value
+
+    parse.__name__ = f"number {'>=' if inclusive else '>'} {lo:g}"
+    return parse

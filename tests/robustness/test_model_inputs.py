@@ -166,7 +166,7 @@ def test_compare_bad_inputs_fail_before_decoding(checkpoint, onnx_export, datase
     text_onnx = tmp_path / "text.onnx"
     text_onnx.write_text("not a model")
     incomplete = broken_checkpoint(checkpoint, tmp_path / "incomplete", drop_key("preprocess"))
-    cases = [(["--teacher", tmp_path / "nope", "--student", checkpoint], [str(tmp_path / "nope"), "checkpoint.json"]),
+    cases = [(["--teacher", tmp_path / "nope", "--student", checkpoint], [str(tmp_path / "nope"), "does not exist"]),
              (["--teacher", checkpoint, "--student", incomplete], [str(incomplete), "'preprocess'"]),
              (["--teacher", checkpoint, "--student", checkpoint, "--onnx", text_onnx], [str(text_onnx)])]
     for args, names in cases:

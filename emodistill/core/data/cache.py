@@ -163,14 +163,31 @@ def _worker_init() -> None:
 
 @contextlib.contextmanager
 def _build_lock(cache_dir: Path):
-    """Several processes (e.g. torchrun ranks) building the same cache: one decodes, the rest wait and hit."""
+    """Several processes (e.g. torchrun ranks, or two runs on one data set) building the same cache: one decodes,
+    the rest wait and hit. This lock blocks rather than refuses (emodistill.core.lock refuses a second writer of a
+    run or export folder): a shared cache is meant to be shared. The holder's pid and command are in the file, and
+    a waiting process says whom it waits for."""
+    import sys
+
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / "build.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    path = cache_dir / "build.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no truncation: the holder's line stays readable
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(errors="replace").strip() or "another process"
+            logger.info("%s: waiting for %s to finish building this cache", cache_dir, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".encode())
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _cached_info(path: Path) -> dict | None:

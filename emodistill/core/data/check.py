@@ -7,10 +7,21 @@ How each problem is treated (the same way the cache build treats it):
     corrupt / truncated / empty file, empty .wav          -> skipped, listed with the reason
     .mp4 without an audio track (or video-only w/o .wav)  -> used with zero audio, listed as a warning
     fewer frames than T                                   -> used with repeated frames, listed as a warning
+
+The counts of the report (its first line and the JSON), each defined once:
+    clips found  (clips_found)  clips named by the layout (file name, folder or manifest row) with a class, of the
+                                --vocal-channel checked: what is decoded
+    usable       (clips_ok)     found clips that decode; usable = found - bad_decode
+    bad files    (files_bad)    bad_parse + bad_decode, every one listed under "bad files (skipped)" with its reason:
+      bad_parse                 media files / manifest rows that name no clip (or a class outside the class list)
+      bad_decode                found clips that do not decode (corrupt, truncated, empty)
+The scanner's own "scanned DIR: N clips, M bad files" log line counts before decoding; data check leaves it out
+so that one set of numbers is printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 
@@ -45,11 +56,25 @@ def _inspect_all(clips: list[Clip], num_frames: int, workers: int, progress: boo
                         crashed=lambda job: {"error": "decode worker process crashed on this file"})
 
 
+@contextlib.contextmanager
+def _without_scan_log():
+    """The scanner's INFO line left out (the report's first line gives the counts, bad files including undecodable
+    clips); its warnings still show."""
+    log = logging.getLogger(labelled_clips.__module__)
+    quiet = lambda record: record.levelno > logging.INFO  # noqa: E731
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
 def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, split: str = "fixed", fold: int = 0,
                   vocal_channel: str = "all", workers: int = 2, progress: bool = True,
                   classes: list[str] | None = None, label_map: dict[str, str] | None = None) -> dict:
     """Scan + decode everything under `root` (the manifest file for format manifest); a JSON-able report."""
-    scan = labelled_clips(root, format, classes, label_map)
+    with _without_scan_log():
+        scan = labelled_clips(root, format, classes, label_map)
     clips = scan.clips if vocal_channel == "all" else [c for c in scan.clips if c.vocal_channel == vocal_channel]
     infos = _inspect_all(clips, num_frames, workers, progress)
     bad = [{"path": p, "reason": r} for p, r in scan.bad]
@@ -61,10 +86,12 @@ def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, spli
         ok.append((clip, info))
         warnings.extend({"path": clip.video_path, "warning": w} for w in info.get("warnings", []))
     report = {"root": str(root), "format": format, "num_frames": num_frames, "files_bad": len(bad),
-              "clips_ok": len(ok), "clips_found": len(clips), "bad": bad, "warnings": warnings,
+              "bad_parse": len(scan.bad), "bad_decode": len(clips) - len(ok), "clips_ok": len(ok),
+              "clips_found": len(clips), "clips_other_channel": len(scan.clips) - len(clips), "bad": bad,
+              "warnings": warnings,
               "unused": [{"path": p, "reason": r} for p, r in scan.unused], "class_names": scan.class_names}
     if not ok:
-        if not clips:  # nothing parsed (rather than everything failing to decode): say what would
+        if not scan.clips:  # nothing parsed (rather than all failing to decode, or another channel): say what would
             report["layouts"] = supported_layouts()
         return report
     try:
@@ -102,8 +129,12 @@ def check_dataset(root: str, format: str = "ravdess", num_frames: int = 16, spli
 
 def format_report(r: dict, max_list: int = 50) -> str:
     """The report as a plain-text table."""
-    lines = [f"dataset {r['root']} ({r['format']}): {r['clips_ok']} usable clips of {r['clips_found']} found, "
-             f"{r['files_bad']} bad files, {len(r['warnings'])} warnings"]
+    why = (f" ({r['bad_parse']} not parsed, {r['bad_decode']} not decodable)"
+           if r["files_bad"] and "bad_parse" in r else "")
+    other = (f" (and {r['clips_other_channel']} clips of another vocal channel, not checked)"
+             if r.get("clips_other_channel") else "")
+    lines = [f"dataset {r['root']} ({r['format']}): {r['clips_ok']} usable clips of {r['clips_found']} found{other}, "
+             f"{r['files_bad']} bad files{why}, {len(r['warnings'])} warnings"]
     if r.get("per_class"):
         split = r.get("split", {})
         title = f"split {split.get('kind')}" + (f" fold {split.get('fold')}" if split.get("kind") == "fold" else "")

@@ -10,12 +10,14 @@ FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def cmd_synth(args) -> int:
+    from ..lock import folder_lock
     from .synth import generate
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    m = generate(out, actors=args.actors, seed=args.seed, size=args.size, workers=args.workers,
-                 progress=not args.no_progress, overwrite=args.overwrite)
+    with folder_lock(out, what="data"):  # synth writes the whole folder (and its manifest): one writer at a time
+        m = generate(out, actors=args.actors, seed=args.seed, size=args.size, workers=args.workers,
+                     progress=not args.no_progress, overwrite=args.overwrite)
     dt = time.perf_counter() - t0
     print(f"wrote {m['clips']} clips ({m['actors']} actors, {m['frame_size']}x{m['frame_size']} @ {m['fps']} fps, "
           f"{m['seconds']} s, H.264 + AAC) to {out} in {dt:.1f} s")
@@ -133,8 +135,10 @@ def register(sub) -> None:
     v.set_defaults(func=cmd_convert)
 
     r = dsub.add_parser("prepare", formatter_class=FMT, help="decode a dataset into the preprocessed cache",
-                        description="Build the cache for a data config (configs/data/*.yaml) and print the splits.")
-    r.add_argument("--config", required=True, help="data config YAML (DataConfig)")
+                        description="Build the cache for a data config (configs/data/*.yaml), or for the data: "
+                                    "section of a teacher or distillation recipe, and print the splits.")
+    r.add_argument("--config", required=True, help="data recipe YAML (DataConfig), or a recipe with a data: section "
+                                                   "(--set then sets that section's keys)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_prepare)
