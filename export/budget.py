@@ -127,8 +127,6 @@ class Verdict:
                          f"{b['quantiles'][1] - b['quantiles'][0]:.0%} of published/predicted on GPUs the estimator "
                          f"was not fitted on, leave-one-GPU-out over {', '.join(b.get('gpus', []))}; docs/export.md)")
         lines += [f"  note: {n}" for n in self.notes]
-        if self.details.get("pipeline"):
-            lines.append("  " + self.details["pipeline"]["text"])
         return "\n".join(lines)
 
 
@@ -306,22 +304,5 @@ def make_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile: Ha
     return estimated_verdict(model, dims, budget, profile, precision)
 
 
-def pipeline_check(verdict: dict, host: dict, host_device: str) -> dict:
-    """The whole real-time pipeline against the budget's frame time (its p95 limit): the host-side stages
-    (decode, face, preprocess, audio; p95 per window, MEASURED on `host_device`) + the model's p95 from `verdict`
-    (a `Verdict.to_dict()`; its method - measured, compiled or estimated - is carried over, never upgraded)."""
-    limit = next((r["limit"] for r in verdict["rows"] if r["figure"] == "p95_ms"), None)
-    gpu, host_ms = float(verdict["figures"]["p95_ms"]), float(host["p95_ms"])
-    total = host_ms + gpu
-    fits = limit is not None and total <= limit
-    text = (f"pipeline: host {host_ms:.2f} ms p95 (MEASURED on {host_device}) + model {gpu:.2f} ms p95 "
-            f"({verdict['method'].upper()} on {verdict['device']}) = {total:.2f} ms vs frame budget "
-            + (f"{limit:.2f} ms -> {'FITS' if fits else 'DOES NOT FIT'}" if limit is not None else "none"))
-    return {"host_p50_ms": float(host["p50_ms"]), "host_p95_ms": host_ms, "host_method": "measured",
-            "host_device": host_device, "model_p95_ms": gpu, "model_method": verdict["method"],
-            "model_device": verdict["device"], "total_p95_ms": total, "frame_budget_ms": limit, "fits": fits,
-            "budget": verdict.get("budget"), "text": text}
-
-
-__all__ = ["Verdict", "judge", "banded_call", "apply_band", "overall_call", "load_band", "BAND_FILE", "pipeline_check",
+__all__ = ["Verdict", "judge", "banded_call", "apply_band", "overall_call", "load_band", "BAND_FILE",
            "estimated_verdict", "measured_verdict", "make_verdict", "with_compiled_vram", "cuda_timing"]

@@ -193,16 +193,42 @@ def device_memory_bytes(memory: dict) -> int:
 
 # ----------------------------------------------------------------------------- running (needs a GPU)
 
-def runnable_here(compute_capability: str | None) -> tuple[bool, str]:
-    """(True, "") when an NVIDIA GPU of `compute_capability` is visible, else (False, why not)."""
-    import torch
+def cuda_devices() -> list[tuple[str, str]]:
+    """[(name, compute capability "8.6")] of the visible NVIDIA GPUs, read from the CUDA driver (libcuda) with
+    ctypes: no torch, no CUDA toolkit. [] without a driver or a GPU (CUDA_VISIBLE_DEVICES is honoured by it)."""
+    import ctypes
+    import os
 
-    if not torch.cuda.is_available():
+    try:
+        lib = ctypes.CDLL("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+    except OSError:
+        return []
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return []
+    found = []
+    for i in range(count.value):
+        dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        name = ctypes.create_string_buffer(256)
+        if lib.cuDeviceGet(ctypes.byref(dev), i) != 0:
+            continue
+        lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # ..._MINOR
+        lib.cuDeviceGetName(name, 256, dev)
+        found.append((name.value.decode(errors="replace"), f"{major.value}.{minor.value}"))
+    return found
+
+
+def runnable_here(compute_capability: str | None) -> tuple[bool, str]:
+    """(True, "") when an NVIDIA GPU of `compute_capability` is visible (the first one, as CUDA picks it), else
+    (False, why not). Asks the driver, not torch: `predict` on a machine without a GPU stays torch-free."""
+    devices = cuda_devices()
+    if not devices:
         return False, "running a TensorRT engine needs an NVIDIA GPU; none is visible here"
-    have = "{}.{}".format(*torch.cuda.get_device_capability())
+    name, have = devices[0]
     if compute_capability and have != str(compute_capability):
-        return False, (f"the engine targets compute capability {compute_capability}, but this GPU "
-                       f"({torch.cuda.get_device_name()}) is {have}")
+        return False, (f"the engine targets compute capability {compute_capability}, but this GPU ({name}) is "
+                       f"{have}")
     return True, ""
 
 

@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--debug" in argv:  # accepted anywhere on the line; parsed as the top-level flag
         argv = ["--debug", *(a for a in argv if a != "--debug")]
-    parser = build_parser(_command_of(argv))
+    try:
+        parser = build_parser(_command_of(argv))
+    except ModuleNotFoundError as e:  # a training command in the runtime-only install: one line, exit 5
+        from ..core.errors import exit_code, one_line
+
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return exit_code(e)
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose or args.debug else logging.INFO)
     if not getattr(args, "func", None):

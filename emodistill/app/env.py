@@ -53,8 +53,9 @@ def _requirements() -> tuple[list, dict[str, list]]:
         req = Requirement(line)
         marker = str(req.marker) if req.marker else ""
         if "extra ==" in marker:
-            name = marker.split("extra ==")[1].strip().strip("\"'")
-            extras.setdefault(name, []).append(req)
+            name = marker.split("extra ==")[1].split()[0].strip().strip("\"')")
+            if req.marker.evaluate({"extra": name}):  # the extra's platform markers (tensorrt-rtx: x86-64)
+                extras.setdefault(name, []).append(req)
         elif req.marker is None or req.marker.evaluate():
             runtime.append(req)
     return runtime, extras
@@ -144,6 +145,9 @@ def _runtime_rows(runtime: list) -> list[Row]:
         if trt_req:
             rows.append(Row("runtimes", "TensorRT for RTX", f"import failed: {_first_line(e)}", FAIL,
                             _pin_fix(trt_req), True))
+        elif platform.machine().lower() in ("x86_64", "amd64"):  # the runtime-only install, without the extra
+            rows.append(Row("runtimes", "TensorRT for RTX", "not installed (to run engines: pip install "
+                            "'emodistill[rtx]'; to build them: 'emodistill[train]')", INFO))
         else:  # no wheels for this platform: engines cannot be built here, everything else works
             rows.append(Row("runtimes", "TensorRT for RTX", "not available on this platform (x86-64 Linux/Windows only)",
                             WARN, "build engines on an x86-64 Linux or Windows machine"))
@@ -177,6 +181,12 @@ def _gpu_rows() -> list[Row]:
         import torch
 
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ModuleNotFoundError:  # runtime-only install: ask the driver
+        from emodistill.export.trt_rtx import cuda_devices
+
+        found = cuda_devices()
+        return [Row("gpu", f"cuda:{i}", f"{name}, compute capability {cc}", OK) for i, (name, cc) in enumerate(found)] \
+            or [Row("gpu", "CUDA GPUs", "none")]
     except Exception as e:  # noqa: BLE001
         return [Row("gpu", "CUDA GPUs", f"unknown ({_first_line(e)})", WARN)]
     if n == 0:
@@ -196,8 +206,26 @@ def collect() -> list[Row]:
     except Exception as e:  # noqa: BLE001 - e.g. emodistill not installed, only on sys.path
         return [*_system_rows(), Row("packages", "emodistill metadata", f"unreadable: {_first_line(e)}", FAIL,
                                      'pip install -e ".[dev]"', True)]
-    return [*_system_rows(), *_dependency_rows(runtime), *_torch_rows(runtime), *_runtime_rows(runtime),
+    train = extras.pop("train", [])
+    if _installed_any(train):  # training installed: all of it is required, and torch must load
+        required = runtime + train
+        torch_rows = _torch_rows(required)
+    else:  # the runtime-only install (pip install emodistill): exported ONNX models on clips and streams
+        required = runtime
+        torch_rows = [Row("torch", "training stack", "not installed: this install runs exported ONNX models; "
+                          "training, export and checkpoints need pip install 'emodistill[train]'", INFO)]
+    return [*_system_rows(), *_dependency_rows(required), *torch_rows, *_runtime_rows(required),
             *_extra_rows(extras), *_gpu_rows()]
+
+
+def _installed_any(reqs: list) -> bool:
+    for req in reqs:
+        try:
+            md.version(req.name)
+            return True
+        except md.PackageNotFoundError:
+            continue
+    return False
 
 
 def render(rows: list[Row]) -> str:

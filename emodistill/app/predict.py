@@ -3,6 +3,9 @@
 The clip is decoded exactly as in training: the preprocessing contract comes from the checkpoint's
 `checkpoint.json` or the export sidecar. An artifact whose sidecar does not match the artifact itself
 (input shapes, sha256) is rejected with a message saying what differs.
+
+Running an exported artifact imports numpy, PyAV, OpenCV and ONNX Runtime only: torch is imported for a checkpoint
+(and, for now, to run a TensorRT engine on a GPU), never for an ONNX file.
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..core.checkpoint import is_checkpoint_path, load_checkpoint
+from ..core.checkpoint import is_checkpoint_path
 from ..core.contract import Preprocess
 from ..core.utils import int_at_least, read_json, sha256_file
 
@@ -36,14 +38,22 @@ def find_sidecar(artifact: Path) -> Path:
                         "and sidecar.json); export writes one, and predict needs its input contract")
 
 
-def _onnx_dims(value_info) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim]
+def _dims(shape) -> list:
+    """ONNX Runtime's shape of an input or output: ints, with symbolic or unknown dimensions as their name or '?'."""
+    return [d if isinstance(d, int) else (d or "?") for d in shape]
 
 
-def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
-    """Differences between an ONNX file and its sidecar (empty list = they match)."""
-    import onnx
+def onnx_session(path: Path):
+    """A CPU ONNX Runtime session of `path` (the one the predictor runs)."""
+    import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # an optional input (modality_mask) warns on every load
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def check_onnx_contract(path: Path, sidecar: dict, session=None) -> list[str]:
+    """Differences between an ONNX file and its sidecar (empty list = they match). `session`: the file's ONNX
+    Runtime session when already open (it is opened here otherwise)."""
     diffs = []
     want_sha = sidecar.get("sha256") or (sidecar.get("artifact") or {}).get("sha256")
     if want_sha and sha256_file(path) != want_sha:
@@ -51,18 +61,18 @@ def check_onnx_contract(path: Path, sidecar: dict) -> list[str]:
                      "(the sidecar belongs to another export)")
     pre = Preprocess.model_validate(sidecar["preprocess"])
     want = {"video": [pre.num_frames, 3, pre.image_size, pre.image_size], "audio": [pre.num_samples]}
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as e:  # protobuf DecodeError and friends: not an ONNX file at all
-        return [*diffs, f"not a readable ONNX model ({type(e).__name__}: {str(e)[:100]})"]
-    outs = [_onnx_dims(o) for o in graph.output]
+    if session is None:
+        try:
+            session = onnx_session(path)
+        except Exception as e:  # ORT's InvalidProtobuf / Fail: not an ONNX file at all
+            return [*diffs, f"not a readable ONNX model ({type(e).__name__}: {str(e)[:100]})"]
+    outs = [_dims(o.shape) for o in session.get_outputs()]
     n_classes = len(sidecar.get("class_names") or [])
     if outs and len(outs[0]) == 2 and isinstance(outs[0][1], int) and n_classes and outs[0][1] != n_classes:
         diffs.append(f"class_names: the sidecar lists {n_classes} classes, the model outputs {outs[0][1]} logits")
-    inits = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
+    inputs = session.get_inputs()  # graph inputs that are not initializers (modality_mask is overridable)
     for vi, (name, shape) in zip(inputs, want.items()):
-        have = _onnx_dims(vi)[1:]
+        have = _dims(vi.shape)[1:]
         if have != shape:
             diffs.append(f"{name} input: model takes {have} per clip, sidecar contract says {shape}")
     return diffs
@@ -100,6 +110,8 @@ class Predictor:
         if is_checkpoint_path(self.path):
             self.kind = "checkpoint"
             import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
+            from ..core.checkpoint import load_checkpoint
+
             self.model, meta = load_checkpoint(self.path)
             self.preprocess = _preprocess(meta["preprocess"], self.path)
             self.class_names = meta["class_names"]
@@ -118,14 +130,15 @@ class Predictor:
                                     f"'logits' has {width}; the sidecar "
                                     "was edited or belongs to another export (export the model again)")
             if self.path.suffix == ".onnx":
-                diffs = check_onnx_contract(self.path, {**contract, "sha256": sidecar.get("sha256")})
-                if diffs:
+                try:
+                    session = onnx_session(self.path)
+                except Exception:  # noqa: BLE001 - not an ONNX file: check_onnx_contract says what differs
+                    session = None
+                diffs = check_onnx_contract(self.path, {**contract, "sha256": sidecar.get("sha256")}, session)
+                if diffs or session is None:
                     raise ContractError(f"{self.path} does not match its sidecar:\n  " + "\n  ".join(diffs))
-                import onnxruntime as ort
-
                 self.kind = "onnx"
-                ort.set_default_logger_severity(3)  # an optional input (modality_mask) warns on every load
-                self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+                self.session = session
                 self.input_names = [i.name for i in self.session.get_inputs()]  # read once, not per window
             else:
                 from emodistill.export.trt_rtx import load_engine  # a one-line error without an NVIDIA GPU of its target
@@ -170,6 +183,8 @@ class Predictor:
                 feed["modality_mask"] = modality_mask
             logits = self.session.run(None, feed)[0]
         else:
+            import torch
+
             kw = {} if modality_mask is None else {"modality_mask": torch.from_numpy(modality_mask)}
             with torch.no_grad():
                 out = self.model(torch.from_numpy(video), torch.from_numpy(audio), **kw)

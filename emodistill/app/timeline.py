@@ -171,10 +171,10 @@ def print_summary(result: dict) -> None:
 
 
 def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | None:
-    """The whole pipeline against a real-time budget: host stages measured here + the model's GPU figure."""
-    from emodistill.export.budget import pipeline_check
-
+    """Does the pipeline keep up, and how late is the label (emodistill.app.realtime): host stages measured here +
+    the model's figure from the export's budget verdict (or estimated from a checkpoint for `budget_name`)."""
     from .predict import find_sidecar
+    from .realtime import model_row, realtime_verdict
 
     sidecar = json.loads(find_sidecar(predictor.path).read_text()) if predictor.kind in ("onnx", "tensorrt") else {}
     verdict = (sidecar.get("budget") or {}).get("verdict")
@@ -190,10 +190,10 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
         budget, profile = load_budget(budget_name)
         verdict = estimated_verdict(predictor.model, Dims.from_preprocess(predictor.preprocess), budget, profile,
                                     budget.precision or "fp32").to_dict()
-    if not verdict or not result["windows"]:
+    if not result["windows"]:
         return None
-    check = pipeline_check(verdict, result["timing"]["stages"]["host"], cpu_name())
-    return check | {"verdict": verdict}
+    check = realtime_verdict(result["timing"], predictor.preprocess.clip_seconds, cpu_name(), model_row(verdict))
+    return check | {"budget_verdict": verdict}
 
 
 def stream_options(args) -> StreamOptions:
@@ -229,16 +229,23 @@ def stream_command(predictor, args) -> int:
                "outputs": {"csv": "timeline.csv", "plot": "timeline.png",
                            **({"overlay": "overlay.mp4"} if overlay else {})}}
     result["budget"] = _budget_check(predictor, result, args.budget)
+    try:
+        import matplotlib  # noqa: F401  (an optional extra of the runtime install)
+
+        plot_timeline(result, out / "timeline.png")
+    except ImportError:
+        result["outputs"].pop("plot")
+        print("note: no timeline.png (matplotlib is not installed: pip install 'emodistill[plot]')", file=sys.stderr)
     write_json_atomic(out / "timeline.json", result)
-    plot_timeline(result, out / "timeline.png")
     print_summary(result)
     if result["budget"]:
-        from emodistill.export.budget import Verdict
+        from .predict import budget_line
 
-        v = Verdict(**result["budget"].pop("verdict"))
-        v.details = {"pipeline": result["budget"]}
-        print(v.table())
-    print(f"wrote {out / 'timeline.json'}, timeline.csv, timeline.png" + (", overlay.mp4" if overlay else ""))
+        if result["budget"].get("budget_verdict"):
+            print(f"model budget: {budget_line(result['budget']['budget_verdict'])}")
+        print(result["budget"]["text"])
+    print(f"wrote {out / 'timeline.json'}, timeline.csv" + (", timeline.png" if "plot" in result["outputs"] else "")
+          + (", overlay.mp4" if overlay else ""))
     return 130 if result["stats"]["ended_by"].startswith("interrupted") else 0
 
 

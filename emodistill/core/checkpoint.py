@@ -13,15 +13,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from .contract import Preprocess, input_contract
 from .errors import InputError, UnknownNameError
-from .model import family_from_config, list_families
 from .utils import atomic_path, git_commit, sha256_file, versions, write_json_atomic
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: the metadata readers run without it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +50,8 @@ def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Prep
     if not isinstance(family, str) or not family:  # load_checkpoint rebuilds it through this family's registry
         raise CheckpointError(f"model {type(model).__name__} has family={family!r}; a checkpointed model names "
                               "its family (emodistill.core.model.AVModel)")
+    from safetensors.torch import save_file
+
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
@@ -156,6 +157,8 @@ def build_model(meta: dict) -> torch.nn.Module:
     The family's `model_from_config` is looked up in the family registry (emodistill.core.model): the package
     that defines the family (`student`, `teacher`) must have been imported, which registers it.
     """
+    from .model import family_from_config, list_families
+
     family = meta.get("family")
     try:
         from_config = family_from_config(family)
@@ -241,6 +244,8 @@ def _checked_weights(d: Path, meta: dict) -> Path:
 
 def _load_state(model: torch.nn.Module, weights: Path, map_location: str) -> None:
     """Load `weights` into `model`: readable safetensors, an exact fit (every key, every shape)."""
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(weights), device=map_location)
     except Exception as e:  # SafetensorError (truncated / not safetensors) has no useful base class

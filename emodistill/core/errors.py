@@ -9,7 +9,7 @@
     3    over budget: the artifact was written, its latency / VRAM verdict exceeds the budget (`export`)
     4    parity or accuracy of the artifact outside tolerance (`export`)
     5    path not available on this machine: a TensorRT engine without an NVIDIA GPU of its target, the
-         torch-tensorrt backend without torch-tensorrt / GPU
+         torch-tensorrt backend without torch-tensorrt / GPU, a training command in a runtime-only install
     70   internal error (a bug): rerun with --debug and report the traceback
     130  interrupted (Ctrl-C)
 
@@ -72,6 +72,15 @@ def writing_into(folder: str | Path) -> None:
     _writing.append(Path(folder))
 
 
+# top-level modules of the `train` extra: a runtime-only install (pip install emodistill) lacks them
+TRAIN_MODULES = {"torch", "torchvision", "torchaudio", "transformers", "timm", "accelerate", "onnx", "onnxscript",
+                 "safetensors", "tensorboard", "matplotlib", "tensorrt_rtx"}
+
+
+def _missing_stack(e: BaseException) -> bool:
+    return isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in TRAIN_MODULES
+
+
 def _disk_error(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in DISK_ERRNOS
 
@@ -80,7 +89,7 @@ def exit_code(e: BaseException) -> int:
     """The documented exit code of an exception that ends a command."""
     if isinstance(e, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(e, UnavailableError):
+    if isinstance(e, UnavailableError) or _missing_stack(e):
         return EXIT_UNAVAILABLE
     if isinstance(e, InputError):  # declared by its class: before RuntimeFailure, which a base may carry
         return EXIT_INPUT
@@ -99,6 +108,10 @@ def one_line(e: BaseException) -> str:
     msg = str(e) or type(e).__name__
     if _disk_error(e):
         msg = _disk_message(e)
+    if _missing_stack(e):
+        extra = "rtx" if e.name.startswith("tensorrt") else "plot" if e.name.startswith("matplotlib") else "train"
+        msg = (f"this command needs {e.name.split('.')[0]}, which this install does not have (the base install runs "
+               f"exported ONNX models only): pip install 'emodistill[{extra}]'")
     msg = re.sub(r":\s*\n\s*", ": ", msg.strip())
     msg = re.sub(r"\s*\n\s*", "; ", msg)
     if exit_code(e) == EXIT_INTERNAL:

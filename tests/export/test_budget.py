@@ -64,22 +64,6 @@ def test_measured_verdict_on_cuda(toy_model):
     assert v.figures["vram_mb"] > 0 and "MEASURED" in v.table()
 
 
-def test_pipeline_check_adds_measured_host_time_to_the_model_figure(toy_model):
-    from emodistill.export.budget import pipeline_check
-
-    budget, profile = load_budget("rtx3050-laptop-4gb-realtime", ["precision=fp32"])
-    v = estimated_verdict(toy_model, Dims.from_preprocess(TOY_PREPROCESS), budget, profile, "fp32")
-    gpu = v.figures["p95_ms"]
-    ok = pipeline_check(v.to_dict(), {"p50_ms": 2.0, "p95_ms": 3.0}, "test-cpu")
-    assert ok["total_p95_ms"] == pytest.approx(3.0 + gpu) and ok["frame_budget_ms"] == 16.7
-    assert ok["fits"] == (3.0 + gpu <= 16.7) and ok["model_method"] == "estimated" and ok["host_method"] == "measured"
-    assert "MEASURED on test-cpu" in ok["text"] and "ESTIMATED" in ok["text"]
-    slow = pipeline_check(v.to_dict(), {"p50_ms": 20.0, "p95_ms": 30.0}, "test-cpu")
-    assert not slow["fits"] and "DOES NOT FIT" in slow["text"]
-    v.details["pipeline"] = slow
-    assert "DOES NOT FIT" in v.table()
-
-
 def test_band_calls_by_hand():
     from emodistill.export.budget import FAIL, PASS, TOO_CLOSE, banded_call
 

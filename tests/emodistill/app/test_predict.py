@@ -103,3 +103,50 @@ def test_onnx_missing_modality_path_matches_checkpoint(exported):
         m = np.array(mask, np.float32)
         np.testing.assert_allclose(by_ckpt.probs(video, audio, m), by_onnx.probs(video, audio, m), atol=1e-4)
         assert np.abs(by_onnx.probs(video, audio, m) - by_onnx.probs(video, audio)).max() > 1e-4
+
+
+HEAVY = ("torch", "torchvision", "torchaudio", "transformers", "timm", "accelerate")
+NO_TORCH = r"""
+import sys
+from emodistill.app.cli import main
+rc = main(sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(%r))
+print("HEAVY", ",".join(heavy) or "none", "RC", rc)
+""" % (HEAVY,)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["clip", "stream"])
+def test_predict_on_an_onnx_export_imports_no_torch(exported, stream, tmp_path):
+    """Issue 24: the runtime path (ONNX file + sidecar) imports none of the training stack."""
+    import os
+    import subprocess
+    import sys
+
+    clip, _, onnx_path = exported
+    argv = ["predict", str(clip), "--model", str(onnx_path)] + (["--stream", "--out", str(tmp_path / "s")] if stream
+                                                                  else ["--json"])
+    p = subprocess.run([sys.executable, "-c", NO_TORCH, *argv], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "HEAVY none RC 0" in p.stdout, p.stdout[-2000:]
+    if stream:
+        assert (tmp_path / "s" / "timeline.json").exists()
+
+
+def test_runtime_probabilities_are_the_onnx_graph_on_the_decoded_clip(exported):
+    """The runtime's answer is today's: the contract's decode, the ONNX graph on CPU, a softmax (to 1e-6)."""
+    import onnxruntime as ort
+
+    from emodistill.core.data.decode import load_clip
+
+    clip, _, onnx_path = exported
+    pred = Predictor(onnx_path)
+    video, audio, _ = load_clip(clip, None, pred.preprocess)
+    video = np.ascontiguousarray(video.transpose(0, 3, 1, 2), dtype=np.float32)[None] / 255.0
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    logits = sess.run(None, dict(zip(names, (video, audio[None].astype(np.float32)))))[0][0]
+    want = np.exp(logits - logits.max())
+    want /= want.sum()
+    got = pred(clip)["probabilities"]
+    np.testing.assert_allclose([got[c] for c in RAVDESS_CLASSES], want, rtol=0, atol=1e-6)
