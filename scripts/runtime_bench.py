@@ -62,8 +62,8 @@ def package_size(python: str, module: str) -> int:
         root = subprocess.check_output([python, "-c", code], text=True, stderr=subprocess.DEVNULL).strip()
     except subprocess.CalledProcessError:
         return 0
-    libs = [root] + [str(Path(root).parent / n) for n in os.listdir(Path(root).parent)
-                     if n.startswith(Path(root).name) and n.endswith(".libs")]
+    site = Path(root).parent  # the package and its siblings: tensorrt_rtx_libs, _bindings, av.libs, ...
+    libs = [str(site / n) for n in os.listdir(site) if n.startswith(Path(root).name) and not n.endswith(".dist-info")]
     return sum(os.lstat(os.path.join(r, f)).st_size for d in libs for r, _, fs in os.walk(d) for f in fs)
 
 

