@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="store the error band for budget verdicts (default configs/hardware/calibration/...)")
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
+    if args.fit:
+        print("note: --fit is no longer needed (the leave-one-GPU-out fit always runs); it will be removed",
+              file=sys.stderr)
     tables = load_tables(args.data, args.table)
     result = leave_one_gpu_out(tables)
     print(render(result, rows=not args.no_rows))

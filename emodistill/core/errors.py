@@ -139,6 +139,7 @@ def _disk_message(e: OSError) -> str:
 def run_guarded(func, args, debug: bool = False) -> int:
     """The error boundary of every command: run `func(args)`; an exception becomes one line on stderr and its
     documented exit code, or the traceback with `debug`."""
+    _writing.clear()  # folders of an earlier command in this process (tests, the Python API) are not this one's
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:

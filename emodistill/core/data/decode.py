@@ -250,17 +250,26 @@ def _cascade() -> cv2.CascadeClassifier:
     return cascade
 
 
+def haar_detect(frame_rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """OpenCV's frontal-face cascade on one [H, W, 3] RGB frame, downscaled to DETECT_WIDTH -> (boxes [N, 4] x, y,
+    w, h in the downscaled frame's pixels, scale); divide by the scale for source pixels. The one Haar detector of
+    the project: `detect_face` (training crops) and `faces.HaarDetector` (the stream) both call it."""
+    h, w = frame_rgb.shape[:2]
+    scale = min(1.0, DETECT_WIDTH / w)
+    grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        grey = cv2.resize(grey, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
+    min_side = max(16, int(min(grey.shape) / 8))
+    found = _cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    return found, scale
+
+
 def detect_face(frames: np.ndarray) -> tuple[int, int, int, int] | None:
     """Median (x, y, w, h) of the largest face in a few frames of [T, H, W, 3] RGB, or None."""
-    t, h, w = frames.shape[:3]
-    scale = min(1.0, DETECT_WIDTH / w)
+    t = frames.shape[0]
     boxes = []
     for i in np.unique(np.linspace(0, t - 1, min(DETECT_FRAMES, t)).round().astype(int)):
-        grey = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            grey = cv2.resize(grey, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
-        min_side = max(16, int(min(grey.shape) / 8))
-        found = _cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+        found, scale = haar_detect(frames[i])
         if len(found):
             x, y, bw, bh = max(found, key=lambda b: b[2] * b[3])
             boxes.append(np.array([x, y, bw, bh], dtype=np.float64) / scale)

