@@ -1,6 +1,7 @@
 """Epoch-time benchmark: live teacher vs teacher-output cache vs CE-only, on one recipe.
 
-    python -m emodistill.distill.bench --config configs/distill/demo.yaml [--epochs 2] [--set key=value ...]
+    emodistill distill-bench --config configs/distill/demo.yaml [--epochs 2] [--set key=value ...]
+    python -m emodistill.distill.bench ...     (an alias)
 
 Runs the recipe three times for a few epochs (CE-only, cached teacher, live teacher; the cache is
 filled before its run and that time is reported apart) and prints the mean train-epoch seconds of
@@ -10,14 +11,12 @@ issue's target: cached <= 1.2 x CE-only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
 from emodistill.core.config import load_config
-from emodistill.core.utils import setup_logging
 
 from emodistill.distill.config import DistillConfig
 from emodistill.distill.run import train
@@ -40,14 +39,22 @@ def bench(config: str, overrides: list[str], epochs: int, out: Path) -> dict:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def register(sub) -> None:
+    """`emodistill distill-bench`: train-epoch seconds of CE-only, cached teacher and live teacher."""
+    from emodistill.core.cli_args import add_out, add_set
+
+    p = sub.add_parser("distill-bench", help="epoch time: live teacher vs teacher-output cache vs CE-only",
+                       description="See what the teacher costs per epoch: run a distill recipe a few epochs CE-only, "
+                                   "with the teacher-output cache and with the live teacher, and print the mean "
+                                   "train-epoch seconds and the ratio to CE-only.")
     p.add_argument("--config", required=True, help="distill recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add_set(p, help="config override (repeatable)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per mode (the first is not timed when > 1)")
-    p.add_argument("--out", default="runs/distill/bench", help="output folder of the three runs")
-    args = p.parse_args(argv)
-    setup_logging()
+    add_out(p, default="runs/distill/bench", help="output folder of the three runs")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
     rows = bench(args.config, args.overrides, args.epochs, Path(args.out))
     print(f"{'mode':10s} {'epoch s':>9s} {'x CE-only':>10s} {'cache fill s':>13s}")
     for mode, r in rows.items():
@@ -56,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "bench.json").write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.distill.bench`: an alias of `emodistill distill-bench`."""
+    from emodistill.core.cli_args import run_alias
+
+    return run_alias(register, argv)
 
 
 if __name__ == "__main__":

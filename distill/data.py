@@ -22,14 +22,12 @@ def build_data(cfg: DistillConfig, accelerator) -> tuple[dict, Preprocess, dict]
         pre = Preprocess(num_frames=t.frames, image_size=t.image_size, clip_seconds=t.samples / 16000,
                          face_crop="none")
         return toy_datasets(t), pre, {"kind": "toy", **t.model_dump(mode="json", exclude={"sleep_per_item"})}
-    from emodistill.core.data import build_datasets
+    from emodistill.core.data import build_datasets, cache_context
 
     d = cfg.data
     with accelerator.main_process_first():
         splits = build_datasets(d, progress=accelerator.is_main_process)
-    ctx = {"kind": "clips", "format": d.format, "preprocess": d.preprocess.model_dump(mode="json"),
-           "augment": d.augment, "num_views": d.num_views, "seed": d.seed}
-    return splits, d.preprocess, ctx
+    return splits, d.preprocess, cache_context(d)
 
 
 class EpochShuffle(Sampler):

@@ -23,7 +23,9 @@ import shlex
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if __name__ == "__main__" and not __package__:  # a checkout's `accelerate launch distill/run.py`
     import runpy  # run the package module, with the repository (not this folder: its onnx.py, data.py...) first
@@ -41,6 +43,7 @@ from emodistill.core.config import ConfigError, load_config
 from emodistill.core.contract import Preprocess
 from emodistill.core.evaluate import evaluate, modality_dropout_mask
 from emodistill.core.optim import split_decay
+from emodistill.core.sharding import full_state_dict, prepare_with_model, shard_model, sync_buffers
 from emodistill.core.train import (METRIC_KEYS, add_recipe_args, build_accelerator, build_scheduler, evaluate_splits,
                                    final_test, finish_run, flat_config, keep_best, new_book, optimizer_step,
                                    resume_training, save_training_state)
@@ -312,10 +315,17 @@ def build_train_loader(cfg: DistillConfig, accelerator, distiller: Distiller, tr
     return train_items, loader, regime, cache_info
 
 
-def save_best(best_dir: Path, core: Distiller, preprocess: Preprocess, names: list[str], extra: dict) -> None:
-    """The best student as a checkpoint, its loss modules (projectors) beside it."""
-    save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names, extra=extra)
-    heads = {k: v.detach().cpu().contiguous() for k, v in core.criteria.state_dict().items()}
+def save_best(best_dir: Path, core: Distiller, preprocess: Preprocess, names: list[str], extra: dict,
+              weights: dict | None = None) -> None:
+    """The best student as a checkpoint, its loss modules (projectors) beside it. `weights`: the distiller's full
+    state dict when it is sharded (emodistill.core.sharding.full_state_dict); default the modules' own."""
+    student_sd, heads_sd = None, core.criteria.state_dict() if weights is None else None
+    if weights is not None:
+        student_sd, heads_sd = ({k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
+                                for p in ("student.", "criteria."))
+    save_checkpoint(best_dir, core.student, preprocess=preprocess, class_names=names, extra=extra,
+                    state_dict=student_sd)
+    heads = {k: v.detach().cpu().contiguous() for k, v in heads_sd.items()}
     if heads:  # projectors: trained with the student, kept beside it, never exported
         with atomic_path(best_dir / HEADS) as tmp:
             save_file(heads, str(tmp))
@@ -330,15 +340,59 @@ def train(cfg: DistillConfig, resume: bool = False, command: str = "", force: bo
         return _train(cfg, resume, command, force)
 
 
+@dataclass
+class _Run:
+    """The parts of one distillation that `_prepare` builds and the loop's steps share."""
+
+    accelerator: Any
+    distiller: Distiller        # as prepared by accelerate (DDP-wrapped on several processes)
+    core: Distiller             # the same, unwrapped: what is saved, evaluated and weighted
+    optimizer: Any
+    scheduler: Any
+    train_items: Dataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader
+    preprocess: Preprocess
+    names: list[str]
+    num_classes: int
+    setup: dict                 # build_distiller's: teacher, teacher_hash, with_teacher, clean, live_clean
+    regime: dict
+    cache_info: dict
+    teacher_metrics: dict
+    n_student: int
+    n_heads: int
+    state_root: Path
+    best_dir: Path
+    config_hash: str
+
+
 def _train(cfg: DistillConfig, resume: bool, command: str, force: bool) -> dict:
+    run = _prepare(cfg, resume, force)
+    step, start_epoch, skip, partial, book = _resume_point(cfg, run, resume)
+    start = time.perf_counter()
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if book["stopped"]:
+            break
+        step, batch_idx, sums, seen, epoch_seconds = _train_one_epoch(cfg, run, book, epoch, step, skip, partial)
+        skip, partial = 0, {}
+        _evaluate_and_save(cfg, run, book, epoch, step, sums, seen, epoch_seconds)
+        _save_state(run, book, step, epoch, batch_idx, epoch_done=True)
+    train_seconds = time.perf_counter() - start
+    return finish_run(run.accelerator, Path(cfg.output_dir), _final_metrics(cfg, run, book, train_seconds, command))
+
+
+def _prepare(cfg: DistillConfig, resume: bool, force: bool) -> _Run:
+    """The checks before any data is decoded (`preflight`), the accelerator (the previous run moved aside with
+    --force), data, distiller (student, teacher, loss terms), the teacher's evaluation and cache, loaders, AdamW
+    and its schedule, prepared by accelerate; a teacher whose outputs are cached is freed before training."""
     from accelerate.utils import DistributedDataParallelKwargs
 
     previous = preflight(cfg, resume, force)
     tc, out = cfg.train, Path(cfg.output_dir)
     accelerator = build_accelerator(tc, out,
                                     kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    main, device = accelerator.is_main_process, accelerator.device
-    if force and previous and main:
+    if force and previous and accelerator.is_main_process:
         move_aside(out, previous)
     accelerator.wait_for_everyone()
     seed_everything(cfg.seed)
@@ -362,107 +416,134 @@ def _train(cfg: DistillConfig, resume: bool, command: str, force: bool) -> dict:
     if distiller.teacher is None:
         setup["teacher"] = None  # cached: free the teacher before training
         gc.collect()
+    # fsdp: the student (evaluated on its own) is a unit of its own, before the optimiser sees the parameters
+    distiller = shard_model(distiller, accelerator, tc.sharding, units=(distiller.student,))
     optimizer = torch.optim.AdamW(split_decay(distiller.named_parameters(), tc.lr, tc.weight_decay), lr=tc.lr,
                                   betas=tc.betas)
-    distiller, optimizer, train_loader = accelerator.prepare(distiller, optimizer, train_loader)
+    distiller, optimizer, train_loader = prepare_with_model(accelerator, distiller, optimizer, train_loader)
     core: Distiller = accelerator.unwrap_model(distiller)
     scheduler = build_scheduler(optimizer.optimizer, tc, len(train_loader))
     accelerator.init_trackers("distill", config=flat_config(cfg.model_dump(mode="json")))
-
-    state_root, best_dir = out / "state", out / "best"
     # where the run lives is not part of what it computes: a moved run folder resumes without a warning; the
     # teacher-only lr scales are always unset here (and absent from states written before they existed)
-    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={
-        "train": {"epochs", "encoder_lr_scale", "backbone_lr_scale"}, "output_dir": True}))
-    step, start_epoch, skip, partial, book = 0, 0, 0, {}, new_book()
-    seed_everything(cfg.seed + accelerator.process_index)  # per-process dropout / modality-dropout streams
-    at = resume_training(state_root, accelerator, model=core, optimizer=optimizer, scheduler=scheduler,
-                         config_hash=config_hash) if resume else None
+    config_hash = stable_hash(cfg.model_dump(mode="json", exclude={  # sharding: a state fits its own layout only
+        "train": {"epochs", "encoder_lr_scale", "backbone_lr_scale", "sharding"}, "output_dir": True}))
+    return _Run(accelerator, distiller, core, optimizer, scheduler, train_items, train_loader, val_loader, test_loader,
+                preprocess, names, num_classes, setup, regime, cache_info, teacher_metrics, n_student, n_heads,
+                out / "state", out / "best", config_hash)
+
+
+def _resume_point(cfg: DistillConfig, run: _Run, resume: bool) -> tuple[int, int, int, dict, dict]:
+    """Seed this process's dropout streams, then (--resume) restore the latest state over them -> (step, epoch,
+    batch to skip in it, the epoch's running sums so far, keep-best book)."""
+    seed_everything(cfg.seed + run.accelerator.process_index)  # per-process dropout / modality-dropout streams
+    at = resume_training(run.state_root, run.accelerator, model=run.core, optimizer=run.optimizer,
+                         scheduler=run.scheduler, config_hash=run.config_hash) if resume else None
     if at:
-        step, start_epoch, skip, partial, book = at["step"], at["epoch"], at["batch"], at["partial"], at["book"]
+        return at["step"], at["epoch"], at["batch"], at["partial"], at["book"]
+    return 0, 0, 0, {}, new_book()
 
-    def save_state_at(epoch: int, batch: int, epoch_done: bool, partial: dict | None = None) -> None:
-        save_training_state(state_root, accelerator, model=core, optimizer=optimizer, scheduler=scheduler,
-                            position={"step": step, "epoch": epoch, "batch": batch, "epoch_done": epoch_done,
-                                      "partial": partial or {}}, book=book, config_hash=config_hash)
 
-    start = time.perf_counter()
-    for epoch in range(start_epoch, tc.epochs):
-        if book["stopped"]:
-            break
-        train_items.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        loader.set_epoch(epoch)  # accelerate re-applies its own epoch counter to the sampler on each pass
-        batch_idx, skip = skip, 0
-        distiller.train()
-        # a resumed mid-epoch state carries the epoch's running sums, so the logged means are exact too
-        sums, seen = defaultdict(float, partial.get("sums", {})), partial.get("seen", 0)
-        partial = {}
-        t0 = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not accelerator.is_local_main_process,
-                   leave=False)
-        for batch in bar:
-            with accelerator.accumulate(distiller):
-                batch["modality_mask"] = modality_dropout_mask(batch["video"].shape[0], tc.modality_dropout, device)
-                res = distiller(batch, step=step)
-                accelerator.backward(res["loss"])
-                optimizer_step(accelerator, distiller, optimizer, scheduler, tc.max_grad_norm)
-            batch_idx += 1
-            n = batch["label"].shape[0]
-            seen += n
-            for k, v in res.items():
-                if k != "logits":
-                    sums[k] += v.item() * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
-            if accelerator.sync_gradients:
-                step += 1
-                if step % tc.log_every == 0:
-                    accelerator.log({**{f"train/{k}": v.item() for k, v in res.items() if k != "logits"},
-                                     **{f"weight/{k}": w for k, w in core.weights_at(step).items()},
-                                     "train/lr": scheduler.get_last_lr()[0]}, step=step)
-                if tc.save_every_steps and step % tc.save_every_steps == 0 and batch_idx < len(train_loader):
-                    save_state_at(epoch, batch_idx, epoch_done=False, partial={"sums": dict(sums), "seen": seen})
-        epoch_seconds = time.perf_counter() - t0
-        train_means = {k: accelerator.reduce(torch.tensor(v / max(seen, 1), device=device), "mean").item()
-                       for k, v in sorted(sums.items())}
-        with accelerator.autocast():
-            val = evaluate(core.student, val_loader, num_classes, accelerator)
-        book["history"].append({"epoch": epoch + 1, "step": step, "epoch_seconds": epoch_seconds,
-                                **{f"train_{k}": v for k, v in train_means.items()},
-                                **{f"val_{k}": val[k] for k in METRIC_KEYS}})
-        accelerator.log({**{f"train/epoch_{k}": v for k, v in train_means.items()},
-                         **{f"val/{k}": val[k] for k in METRIC_KEYS}, "time/epoch_seconds": epoch_seconds}, step=step)
-        improved = keep_best(book, val[tc.metric], epoch + 1, tc.patience)
-        if improved and main:
-            save_best(best_dir, core, preprocess, names, {"distill": {
-                "epoch": epoch + 1, "val": val, "teacher": cfg.teacher.checkpoint, "kd": setup["with_teacher"],
-                "regime": regime, "teacher_sha256": setup["teacher_hash"], "config": cfg.model_dump(mode="json")}})
-        if book["stopped"]:
-            logger.info("early stopping: no val %s improvement for %d epochs", tc.metric, book["stale"])
-        if main:
-            logger.info("epoch %d: loss %.4f  val acc %.4f uar %.4f f1 %.4f  (%.1f s)%s", epoch + 1,
-                        train_means.get("loss", float("nan")), val["accuracy"], val["uar"], val["macro_f1"],
-                        epoch_seconds, "  (best)" if improved else "")
-        save_state_at(epoch, batch_idx, epoch_done=True)
-    train_seconds = time.perf_counter() - start
+def _save_state(run: _Run, book: dict, step: int, epoch: int, batch: int, epoch_done: bool,
+                partial: dict | None = None) -> None:
+    save_training_state(run.state_root, run.accelerator, model=run.core, optimizer=run.optimizer,
+                        scheduler=run.scheduler, position={"step": step, "epoch": epoch, "batch": batch,
+                                                           "epoch_done": epoch_done, "partial": partial or {}},
+                        book=book, config_hash=run.config_hash)
 
-    results = final_test(core.student, best_dir, accelerator, val_loader, test_loader, num_classes,
-                         eval_missing=tc.eval_missing,
-                         expect={"preprocess": preprocess, "class_names": names, "family": core.student.family})
+
+def _train_one_epoch(cfg: DistillConfig, run: _Run, book: dict, epoch: int, step: int, skip: int,
+                     partial: dict) -> tuple[int, int, dict, int, float]:
+    """One pass over the train loader, from batch `skip` on (a resumed mid-epoch state, whose running sums are
+    `partial`) -> (step, batches done, {loss term: sum over samples}, samples seen, seconds)."""
+    tc, accelerator, distiller = cfg.train, run.accelerator, run.distiller
+    run.train_items.set_epoch(epoch)
+    loader = accelerator.skip_first_batches(run.train_loader, skip) if skip else run.train_loader
+    loader.set_epoch(epoch)  # accelerate re-applies its own epoch counter to the sampler on each pass
+    batch_idx = skip
+    distiller.train()
+    # a resumed mid-epoch state carries the epoch's running sums, so the logged means are exact too
+    sums, seen = defaultdict(float, partial.get("sums", {})), partial.get("seen", 0)
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not accelerator.is_local_main_process,
+               leave=False)
+    for batch in bar:
+        with accelerator.accumulate(distiller):
+            batch["modality_mask"] = modality_dropout_mask(batch["video"].shape[0], tc.modality_dropout,
+                                                           accelerator.device)
+            res = distiller(batch, step=step)
+            accelerator.backward(res["loss"])
+            optimizer_step(accelerator, distiller, run.optimizer, run.scheduler, tc.max_grad_norm)
+        batch_idx += 1
+        n = batch["label"].shape[0]
+        seen += n
+        for k, v in res.items():
+            if k != "logits":
+                sums[k] += v.item() * n
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+        if accelerator.sync_gradients:
+            step += 1
+            if step % tc.log_every == 0:
+                accelerator.log({**{f"train/{k}": v.item() for k, v in res.items() if k != "logits"},
+                                 **{f"weight/{k}": w for k, w in run.core.weights_at(step).items()},
+                                 "train/lr": run.scheduler.get_last_lr()[0]}, step=step)
+            if tc.save_every_steps and step % tc.save_every_steps == 0 and batch_idx < len(run.train_loader):
+                _save_state(run, book, step, epoch, batch_idx, epoch_done=False,
+                            partial={"sums": dict(sums), "seen": seen})
+    return step, batch_idx, sums, seen, time.perf_counter() - t0
+
+
+def _evaluate_and_save(cfg: DistillConfig, run: _Run, book: dict, epoch: int, step: int, sums: dict, seen: int,
+                       epoch_seconds: float) -> None:
+    """The epoch's train means (over processes) and val metrics into the book and the trackers; the student
+    (with its projectors) saved when val improved."""
+    tc, accelerator = cfg.train, run.accelerator
+    main = accelerator.is_main_process
+    train_means = {k: accelerator.reduce(torch.tensor(v / max(seen, 1), device=accelerator.device), "mean").item()
+                   for k, v in sorted(sums.items())}
+    sync_buffers(run.core)  # fsdp: rank 0's buffers everywhere, as DDP has them
+    with accelerator.autocast():
+        val = evaluate(run.core.student, run.val_loader, run.num_classes, accelerator)
+    book["history"].append({"epoch": epoch + 1, "step": step, "epoch_seconds": epoch_seconds,
+                            **{f"train_{k}": v for k, v in train_means.items()},
+                            **{f"val_{k}": val[k] for k in METRIC_KEYS}})
+    accelerator.log({**{f"train/epoch_{k}": v for k, v in train_means.items()},
+                     **{f"val/{k}": val[k] for k in METRIC_KEYS}, "time/epoch_seconds": epoch_seconds}, step=step)
+    improved = keep_best(book, val[tc.metric], epoch + 1, tc.patience)
+    weights = full_state_dict(run.core) if improved else None  # fsdp: gathered on rank 0 (every process joins)
+    if improved and main:
+        save_best(run.best_dir, run.core, run.preprocess, run.names, {"distill": {
+            "epoch": epoch + 1, "val": val, "teacher": cfg.teacher.checkpoint, "kd": run.setup["with_teacher"],
+            "regime": run.regime, "teacher_sha256": run.setup["teacher_hash"], "config": cfg.model_dump(mode="json")}},
+                  weights)
+    if book["stopped"]:
+        logger.info("early stopping: no val %s improvement for %d epochs", tc.metric, book["stale"])
+    if main:
+        logger.info("epoch %d: loss %.4f  val acc %.4f uar %.4f f1 %.4f  (%.1f s)%s", epoch + 1,
+                    train_means.get("loss", float("nan")), val["accuracy"], val["uar"], val["macro_f1"],
+                    epoch_seconds, "  (best)" if improved else "")
+
+
+def _final_metrics(cfg: DistillConfig, run: _Run, book: dict, train_seconds: float, command: str) -> dict:
+    """The best student's final test (val, test, missing modalities) with the run's facts: metrics.json."""
+    core = run.core
+    results = final_test(core.student, run.best_dir, run.accelerator, run.val_loader, run.test_loader,
+                         run.num_classes, eval_missing=cfg.train.eval_missing,
+                         expect={"preprocess": run.preprocess, "class_names": run.names, "family": core.student.family})
     history = book["history"]
-    metrics = {"student": cfg.student.name, "teacher": cfg.teacher.checkpoint or cfg.teacher.name,
-               "kd": cfg.distill.kd, "seed": cfg.seed, "regime": regime, "best_epoch": book["best_epoch"],
-               "selected_on": f"val_{tc.metric}", **results, "teacher_metrics": teacher_metrics,
-               "history": history, "epoch_seconds": [r["epoch_seconds"] for r in history],
-               "train_seconds": train_seconds, "cache": cache_info, "student_parameters": n_student,
-               "projector_parameters": n_heads, "checkpoint": str(best_dir), "num_processes": accelerator.num_processes,
-               "command": command}
-    return finish_run(accelerator, out, metrics)
+    return {"student": cfg.student.name, "teacher": cfg.teacher.checkpoint or cfg.teacher.name,
+            "kd": cfg.distill.kd, "seed": cfg.seed, "regime": run.regime, "best_epoch": book["best_epoch"],
+            "selected_on": f"val_{cfg.train.metric}", **results, "teacher_metrics": run.teacher_metrics,
+            "history": history, "epoch_seconds": [r["epoch_seconds"] for r in history],
+            "train_seconds": train_seconds, "cache": run.cache_info, "student_parameters": run.n_student,
+            "projector_parameters": run.n_heads, "checkpoint": str(run.best_dir),
+            "num_processes": run.accelerator.num_processes, "command": command}
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from emodistill.core.cli_args import HelpFormatter
+
+    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     return add_recipe_args(parser, "configs/distill/*.yaml", "--set distill.kd=false --set train.epochs=5",
                            "best/, metrics.json and state/")
 

@@ -1,7 +1,7 @@
 """KD vs the CE-only baseline over paired seeds, and the label-efficiency sweep.
 
-    python -m emodistill.distill.seeds --config configs/distill/demo.yaml --seeds 0 1 2 [--set key=value ...]
-    python -m emodistill.distill.seeds --config configs/distill/demo.yaml --label-fractions 0.1 0.25 0.5 1.0 --seeds 0 1 2 \\
+    emodistill seeds --config configs/distill/demo.yaml --seeds 0 1 2 [--set key=value ...]
+    emodistill seeds --config configs/distill/demo.yaml --label-fractions 0.1 0.25 0.5 1.0 --seeds 0 1 2 \\
         --out runs/distill/sweep
 
 For each seed (student init, data order, dropout, which clips keep their label) it runs the recipe as
@@ -18,14 +18,13 @@ accuracy is recorded beside test accuracy: choose a recipe (the fraction) on it,
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
 from emodistill.core.config import load_config
-from emodistill.core.utils import setup_logging, write_json_atomic
+from emodistill.core.utils import write_json_atomic
 
 ARMS = {"kd": [], "ce": ["distill.kd=false"]}
 
@@ -44,7 +43,7 @@ def _run_arm(config: str, overrides: list[str], arm: str, seed: int, folder: Pat
     from emodistill.distill.run import train
 
     cfg = load_config(DistillConfig, config, [*overrides, *ARMS[arm], f"seed={seed}", f"output_dir={folder}"])
-    return train(cfg, command=f"python -m emodistill.distill.seeds {arm} seed={seed} " + " ".join(overrides),
+    return train(cfg, command=f"emodistill seeds {arm} seed={seed} " + " ".join(overrides),
                  resume=(folder / "state" / "latest.json").exists())  # a killed arm continues
 
 
@@ -191,21 +190,31 @@ def write_sweep(sweep: dict, out: Path) -> None:
         plot_sweep(sweep, out / "label_efficiency.png")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def register(sub) -> None:
+    """`emodistill seeds`: both arms over seeds (and label fractions)."""
+    from emodistill.core.cli_args import add_out, add_set
+
+    p = sub.add_parser("seeds", help="KD vs CE-only over seeds (and label fractions): the gain's spread",
+                       description="Find out whether distillation pays off beyond seed noise: run the recipe with "
+                                   "KD and CE-only over paired seeds (and, with --label-fractions, at each labelled "
+                                   "fraction), and summarize the gain with its spread.")
     p.add_argument("--config", required=True, help="distill recipe (the KD arm; CE-only adds distill.kd=false)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds")
+    add_set(p, help="config override for both arms (repeatable)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED", help="seeds")
     p.add_argument("--label-fractions", type=float, nargs="+", metavar="F",
                    help="label-efficiency sweep: run both arms at each distill.label_fraction (in this order)")
-    p.add_argument("--out", default="runs/distill/seeds", help="folder of the runs and summary.json")
+    add_out(p, default="runs/distill/seeds", help="folder of the runs and summary.json")
     p.add_argument("--existing-only", action="store_true",
                    help="train nothing: rebuild summary, table and plot from the runs already in --out")
-    args = p.parse_args(argv)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     bad = [f for f in args.label_fractions or [] if not 0 < f <= 1]
     if bad:
-        p.error(f"--label-fractions must be in (0, 1]: {bad}")
-    setup_logging()
+        from emodistill.core.errors import InputError
+
+        raise InputError(f"--label-fractions must be in (0, 1]: {bad}")
     out = Path(args.out)
     if args.label_fractions:
         sweep = run_sweep(args.config, args.overrides, args.label_fractions, args.seeds, out, args.existing_only)
@@ -225,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"teacher test acc {s['teacher_test_accuracy']:.4f}; KD mean = {s['kd_over_teacher']:.3f} x teacher")
     print(f"KD beats CE-only: {s['kd_beats_ce']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.distill.seeds`: an alias of `emodistill seeds`."""
+    from emodistill.core.cli_args import run_alias
+
+    return run_alias(register, argv)
 
 
 if __name__ == "__main__":

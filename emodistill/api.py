@@ -87,7 +87,7 @@ def _resolve(model: str | os.PathLike, artifacts: bool = True) -> Path:
 
 
 def load(model: str | os.PathLike, *, expect: dict | None = None):
-    """Load a model to predict with -> `emodistill.app.predict.Predictor`.
+    """Load a model to predict with -> `emodistill.app.predictor.Predictor`.
 
     model: a checkpoint folder (or its model.safetensors), a training run folder (its `best/` checkpoint), an
         exported `model.onnx` / `model.engine` (with its sidecar JSON beside it) or an export folder (its artifact).
@@ -97,7 +97,7 @@ def load(model: str | os.PathLike, *, expect: dict | None = None):
     `.load(clip, wav) -> (video float32 [1,T,3,H,W] in [0,1], audio float32 [1,N])`, `.probs(video, audio,
     modality_mask=None) -> float [C]`. Raises FileNotFoundError, ContractError, CheckpointError.
     """
-    from .app.predict import Predictor
+    from .app.predictor import Predictor
 
     predictor = Predictor(_resolve(model), expect)
     logger.info("loaded %s (%s, %d classes)", predictor.path, predictor.kind, len(predictor.class_names))
@@ -200,11 +200,22 @@ def _export_parser():
 
 def _export_argv(parser, given: dict) -> list[str]:
     """Keyword arguments -> the command line they stand for; None = the parser's default."""
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    import argparse
+
+    # a retired spelling's dest (latency_seconds, ...) still works; where a current flag shares the dest, it wins
+    flags = sorted((a for a in parser._actions if a.option_strings), key=lambda a: a.help is not argparse.SUPPRESS)
+    actions = {a.dest: a for a in flags}
+    given = dict(given)
+    budget_set = given.pop("budget_set", None)  # the API's name for the budget's --set overrides
+    if budget_set is not None:
+        items = [f"{k}={v}" for k, v in budget_set.items()] if isinstance(budget_set, dict) else (
+            [budget_set] if isinstance(budget_set, str) else list(budget_set))
+        given["overrides"] = [*(given.get("overrides") or []), *(f"budget.{item}" for item in items)]
     unknown = sorted(set(given) - set(actions))
     if unknown:
+        current = {a.dest for a in flags if a.help is not argparse.SUPPRESS} | {"budget_set"}
         raise TypeError(f"export_model() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                        f"allowed: {', '.join(sorted(actions))}")
+                        f"allowed: {', '.join(sorted(current))}")
     argv: list[str] = []
     for dest, value in ((k, v) for k, v in given.items() if v is not None):  # None: the command's default
         action, flag = actions[dest], max(actions[dest].option_strings, key=len)
@@ -212,7 +223,7 @@ def _export_argv(parser, given: dict) -> list[str]:
             if not isinstance(value, bool):
                 raise TypeError(f"export_model(): {dest} is a switch, pass True or False, got {value!r}")
             argv += [flag] if value else []
-        elif isinstance(action.default, list):  # append: e.g. budget_set={"max_p95_ms": 20} or ["batch_size=16"]
+        elif isinstance(action.default, list):  # append: e.g. overrides=["budget.batch_size=16"]
             items = [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else (
                 [value] if isinstance(value, str) else list(value))
             argv += [x for item in items for x in (flag, str(item))]
@@ -233,12 +244,13 @@ def export_model(checkpoint: str | os.PathLike, *, out: str | os.PathLike, forma
     checkpoint: a checkpoint folder, its model.safetensors or a run folder (its best/). out: the output folder.
     format: "onnx" | "tensorrt". precision: "fp32" | "fp16" | "int8".
     budget: a budget name (`emodistill budgets`, e.g. "rtx3050-laptop-4gb-realtime"), a budget YAML or a hardware
-        profile name (default: the command's, rtx3050-desktop-8gb). A budget made for another precision needs
-        budget_set={"precision": precision}.
+        profile name (default: the command's, emodistill.core.cli_args.DEFAULT_BUDGET). A budget made for another
+        precision needs budget_set={"precision": precision}.
     data: a dataset root for real-clip parity, INT8 calibration and test accuracy (default: random inputs).
     force: replace an export in `out` (once the new one is complete).
-    options: the command's other options by their Python names, e.g. budget_set={"max_p95_ms": 20},
-        int8_mode="dynamic", trt_backend="rtx", latency_seconds=0.5, parity_samples=8, max_eval=100, onnx=...;
+    options: the command's other options by their Python names, e.g. budget_set={"max_p95_ms": 20} (the command's
+        --set budget.max_p95_ms=20), int8_mode="dynamic", trt_backend="rtx", runs=10, parity_samples=8, max_eval=100,
+        onnx=...;
         an omitted one keeps the command's default (the defaults live in emodistill.export.run only).
     Raises TypeError (unknown keyword, listing the allowed ones), ValueError (a bad value or a budget for another
     precision), UnknownNameError (a budget name that does not exist), FileExistsError (`out` holds an export and
@@ -249,7 +261,7 @@ def export_model(checkpoint: str | os.PathLike, *, out: str | os.PathLike, forma
 
     parser = _export_parser()
     ckpt = _resolve(checkpoint, artifacts=False)
-    argv = ["--checkpoint", str(ckpt), "--out", os.fspath(out)] + _export_argv(
+    argv = ["--model", str(ckpt), "--out", os.fspath(out)] + _export_argv(
         parser, {"format": format, "precision": precision, "budget": budget, "data": data, "force": force, **options})
     args = parser.parse_args(argv)
     logger.info("emodistill export %s", " ".join(argv))
@@ -289,7 +301,7 @@ def read_report(path: str | os.PathLike) -> dict:
     if p.is_dir():
         p = next(p / n for n in REPORT_FILES if (p / n).is_file())
     elif p.suffix in (".onnx", ".engine"):
-        from .app.predict import find_sidecar
+        from .app.predictor import find_sidecar
 
         p = find_sidecar(p)
     data = read_json(p, "report")

@@ -1,8 +1,8 @@
 """Export and edge budgets: ONNX (fp32/fp16/int8), TensorRT engines, RTX 3050 latency/VRAM verdicts, regression figures.
 
     from emodistill.export import load_budget, estimated_verdict, export_onnx, quantize_int8
-    emodistill export --checkpoint CKPT --format onnx --precision int8 --budget rtx3050-laptop-4gb --out DIR
-    emodistill export --checkpoint CKPT --format tensorrt --precision int8 --budget rtx3050-laptop-4gb --out DIR
+    emodistill export --model CKPT --format onnx --precision int8 --budget rtx3050-laptop-4gb --out DIR
+    emodistill export --model CKPT --format tensorrt --precision int8 --budget rtx3050-laptop-4gb --out DIR
 
 Modules: wrappers (the format-neutral export wrapper and fp16 copy), onnx (export, parity, ORT latency), quantize
 (INT8), trt_rtx (TensorRT for RTX engines built ahead of time from ONNX, no GPU needed), tensorrt (torch-tensorrt

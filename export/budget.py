@@ -46,7 +46,7 @@ PASS, FAIL, TOO_CLOSE = "PASS", "FAIL", "TOO CLOSE TO CALL"
 
 def load_band(path: str | Path | None = None) -> dict:
     """The leave-one-GPU-out error band (ratio_low, ratio_high and its provenance) written by
-    `python -m emodistill.export.calibrate --write-band`."""
+    `emodistill calibrate --write-band`."""
     import yaml
 
     return yaml.safe_load(Path(path or BAND_FILE).read_text())
@@ -213,7 +213,8 @@ def _nvml_process_mb() -> float | None:
 
 def measured_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile: HardwareProfile, precision: str,
                      runner: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
-                     engine_vram_mb: float | None = None, seconds: float = 10.0, what: str = "") -> Verdict:
+                     engine_vram_mb: float | None = None, seconds: float = 10.0, min_runs: int = 20,
+                     what: str = "") -> Verdict:
     """Measure on the current CUDA device. `runner(video, audio)` runs the artifact (default: the PyTorch model
     at `precision`; int8 without a runner is measured as fp16 eager, an upper bound, and says so)."""
     if not torch.cuda.is_available():
@@ -242,7 +243,7 @@ def measured_verdict(model: torch.nn.Module, dims: Dims, budget: Budget, profile
             return runner(video.to(dev, non_blocking=True), audio.to(dev, non_blocking=True))
         return runner(dv, da)
 
-    timing = cuda_timing(run, seconds=seconds)
+    timing = cuda_timing(run, seconds=seconds, min_runs=min_runs)
     torch.cuda.synchronize()
     free1, _ = torch.cuda.mem_get_info()
     delta_mb = (free0 - free1) / 2**20

@@ -1,9 +1,10 @@
 """Check the roofline estimator against published TensorRT latencies on several GPU families, never on the GPU it reports.
 
-    python -m emodistill.export.calibrate                        # leave-one-GPU-out table + each held-out GPU's rows
-    python -m emodistill.export.calibrate --json calib.json      # also write every figure
-    python -m emodistill.export.calibrate --table gpu_check.json # add a measured table (scripts/gpu_check.sh --out)
-    python -m emodistill.export.calibrate --write-band           # store the error band the budget verdicts use
+    emodistill calibrate                          # leave-one-GPU-out table + each held-out GPU's rows
+    emodistill calibrate --json-out calib.json    # also write every figure
+    emodistill calibrate --table gpu_check.json   # add a measured table (emodistill gpu-check --json-out FILE)
+    emodistill calibrate --write-band             # store the error band the budget verdicts use
+    emodistill calibrate ...     # an alias
 
 Reference tables (tests/export/data/*.json, one per GPU and source; each states its source - repository, path and
 commit, or title and URL -, the date it was read and the exact conditions: runtime, precision, batch, input size,
@@ -12,10 +13,14 @@ whether the upload is counted): TensorRT batch-1 FP16 latencies of models that b
 depend on them). Each model is counted by export/estimate.py at the table's input size and estimated without upload
 on the GPU's hardware profile (configs/hardware/), which states published specs only.
 
-Leave-one-GPU-out: for each GPU, the shared estimator constants (EstimatorSpec: eff_tensor, eff_mem,
-kernel_overhead_us, gemm_tile) are grid-searched on the tables of all OTHER GPUs (objective: the mean over those GPUs
-of each GPU's median |error|, so a GPU with many rows does not outvote one with few) and the held-out GPU is
-predicted with them. Reported per held-out GPU: n, median |error|, median signed error (the bias) and Spearman.
+Leave-one-GPU-out: for each GPU, the shared estimator constants (EstimatorSpec: eff_tensor, eff_mem, gemm_tile)
+and one per-kernel cost (kernel_overhead_us) per timing method are grid-searched on the tables of all OTHER GPUs
+(objective: the mean over those GPUs of each GPU's median |error|, so a GPU with many rows does not outvote one with
+few) and the held-out GPU is predicted with them. The timing method is a stated condition of each table
+(`conditions.timing_method`: trtexec, host-loop or unstated; TIMING_METHODS), known before anything is predicted; a
+held-out table whose method no other GPU's table has gets the one cost that best fits all the fitted-on tables.
+`leave_one_gpu_out(..., by_method=False)` fits one cost for every table (the method of the first version).
+Reported per held-out GPU: n, median |error|, median signed error (the bias) and Spearman.
 Targets: median |error| <= 30 %, Spearman >= 0.9 on every held-out GPU. No constant is per GPU or per model; a
 profile's own figures come from its spec sheet. The pooled held-out ratios published/predicted give the error band
 of estimated budget verdicts (configs/hardware/calibration/leave-one-gpu-out.yaml, `--write-band`).
@@ -23,7 +28,6 @@ of estimated budget verdicts (configs/hardware/calibration/leave-one-gpu-out.yam
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import itertools
 import json
@@ -37,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emodistill.core.utils import setup_logging, write_json_atomic
+from emodistill.core.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,11 @@ FIT_GRID = {"eff_tensor": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "eff_mem": [0.5, 0.6, 
             "kernel_overhead_us": [2, 3, 4, 6, 8, 10, 12, 14, 16, 20], "gemm_tile": [0, 32, 64, 128]}
 BAND_QUANTILES = (0.1, 0.9)  # the band covers the central 80 % of held-out published/predicted ratios
 BUILDERS = ("torchvision", "timm", "student")
+# How a table's latencies were timed (`conditions.timing_method`, stated in the table before anything is predicted):
+# trtexec - TensorRT's own benchmark (enqueue runs ahead of the GPU, or CUDA graphs: host launch cost mostly hidden);
+# host-loop - a host timer around each execute + synchronize (Python loops of torch2trt, mmdeploy: launch cost paid);
+# unstated - the source does not say (measured tables of scripts/gpu_check.sh too, until they state it).
+TIMING_METHODS = ("trtexec", "host-loop", "unstated")
 
 
 # ---------------------------------------------------------------------------------------------------- the tables
@@ -68,6 +77,10 @@ class Table:
     def key(self, row: dict) -> tuple:
         return (row.get("builder", "torchvision"), row["model"], tuple(row.get("input_hw", (224, 224))))
 
+    @property
+    def timing_method(self) -> str:
+        return self.conditions.get("timing_method", "unstated")
+
 
 def _check_table(d: dict, where: str) -> None:
     """A table without its source, date, conditions or with a malformed row is refused, never guessed."""
@@ -79,6 +92,10 @@ def _check_table(d: dict, where: str) -> None:
         raise ValueError(f"{where}: the source needs a title and a url, repository or device")
     if d["kind"] not in ("published", "measured"):
         raise ValueError(f"{where}: kind must be published or measured, not {d['kind']!r}")
+    method = d["conditions"].get("timing_method", "unstated")
+    if method not in TIMING_METHODS:
+        raise ValueError(f"{where}: conditions.timing_method must be one of {', '.join(TIMING_METHODS)}, "
+                         f"not {method!r}")
     for r in d["rows"]:
         if r.get("builder", "torchvision") not in BUILDERS or not r.get("model") or not float(r.get("ms", 0)) > 0:
             raise ValueError(f"{where}: bad row {r}")
@@ -239,6 +256,14 @@ class _Vectorized:
         t = np.maximum(t_c, t_m) + kernel_overhead_us * 1e-6 * self.launches
         return float((t.sum() + self.overhead_s) * 1e3)
 
+    @property
+    def n_launches(self) -> float:
+        return float(self.launches.sum())
+
+    def base_ms(self, eff_tensor: float, eff_mem: float, gemm_tile: int) -> float:
+        """p50 without the per-kernel cost: p50_ms(..., k, ...) = base_ms(...) + k * 1e-3 * n_launches."""
+        return self.p50_ms(eff_tensor, eff_mem, 0.0, gemm_tile)
+
 
 def _points(tables: list[Table], traces: dict, profiles: dict) -> list[dict]:
     """One point per table row: GPU, model, published ms and the vectorized roofline of its trace."""
@@ -251,7 +276,7 @@ def _points(tables: list[Table], traces: dict, profiles: dict) -> list[dict]:
                 vec[k] = _Vectorized(traces[t.key(r)], profiles[t.gpu])
             out.append({"gpu": t.gpu, "kind": t.kind, "model": r["model"], "builder": t.key(r)[0],
                         "input_hw": list(t.key(r)[2]), "published_ms": float(r["ms"]), "vec": vec[k],
-                        "table": Path(t.path).name})
+                        "table": Path(t.path).name, "method": t.timing_method})
     return out
 
 
@@ -277,29 +302,85 @@ def fit_excluding(points: list[dict], combos: list[dict], pred: np.ndarray, held
     return combos[best], float(score[best])
 
 
+def base_predictions(points: list[dict], grid: dict[str, list]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """The grid without its per-kernel cost: (combos of eff_tensor / eff_mem / gemm_tile, base ms [combo, point],
+    kernel launches per point). A prediction is base + kernel_overhead_us * 1e-3 * launches (ms)."""
+    keys = [k for k in grid if k != "kernel_overhead_us"]
+    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+    base = np.array([[p["vec"].base_ms(**c) for p in points] for c in combos])
+    return combos, base, np.array([p["vec"].n_launches for p in points])
+
+
+def _gpu_score(err: np.ndarray, gpu_of: np.ndarray, gpus: list[str]) -> np.ndarray:
+    """Mean over `gpus` of each GPU's median |error| along the last axis (points)."""
+    return np.mean([np.median(err[..., gpu_of == g], axis=-1) for g in gpus], axis=0)
+
+
+def fit_excluding_by_method(points: list[dict], combos: list[dict], base: np.ndarray, launches: np.ndarray,
+                            kernel_grid: list[float], held_out: str) -> tuple[dict, float]:
+    """Best constants on every GPU but `held_out`, with one per-kernel cost per timing method: eff_tensor, eff_mem
+    and gemm_tile are shared by all tables, `kernel_overhead_us` is fitted per timing method over the tables of that
+    method on the other GPUs (objective as fit_excluding: the mean over those GPUs of their median |error|).
+    `kernel_overhead_us` in the result is the single cost that best fits all those tables together with the same
+    shared constants: it serves a table whose method no fitted-on table has. The held-out GPU's rows are dropped
+    before anything is scored."""
+    keep = np.array([p["gpu"] != held_out for p in points])
+    gpus = sorted({p["gpu"] for p, k in zip(points, keep) if k})
+    if not gpus:
+        raise ValueError("leave-one-GPU-out needs tables of at least two GPUs")
+    pub = np.array([p["published_ms"] for p in points])[keep]
+    gpu_of = np.array([p["gpu"] for p in points])[keep]
+    method_of = np.array([p["method"] for p in points])[keep]
+    methods = sorted(set(method_of))
+    base, launches = base[:, keep], launches[keep]
+    ks = np.asarray(kernel_grid, float)
+    assign = np.array(list(itertools.product(range(len(ks)), repeat=len(methods))))  # [a, method] -> index in ks
+    k_point = ks[assign][:, [methods.index(m) for m in method_of]]  # [a, point]: the cost each point gets
+    best = (math.inf, 0, 0)
+    for c in range(len(combos)):
+        pred = base[c][None, :] + k_point * 1e-3 * launches[None, :]
+        score = _gpu_score(np.abs(pred / pub - 1) * 100, gpu_of, gpus)
+        a = int(np.argmin(score))
+        if score[a] < best[0]:
+            best = (float(score[a]), c, a)
+    score, c, a = best
+    pooled = _gpu_score(np.abs((base[c][None, :] + ks[:, None] * 1e-3 * launches[None, :]) / pub - 1) * 100,
+                        gpu_of, gpus)
+    consts = {**combos[c], "kernel_overhead_us": float(ks[int(np.argmin(pooled))]),
+              "kernel_overhead_us_by_method": {str(m): float(ks[assign[a, i]]) for i, m in enumerate(methods)}}
+    return consts, score
+
+
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def _with(profile, consts: dict):
-    return profile.model_copy(update={"estimator": profile.estimator.model_copy(update=consts)})
+def _with(profile, consts: dict, method: str | None = None):
+    """The profile with the fitted constants; with `method`, that timing method's per-kernel cost when one was
+    fitted for it."""
+    update = {k: v for k, v in consts.items() if k in SHARED}
+    by_method = consts.get("kernel_overhead_us_by_method") or {}
+    if method in by_method:
+        update["kernel_overhead_us"] = by_method[method]
+    return profile.model_copy(update={"estimator": profile.estimator.model_copy(update=update)})
 
 
 def evaluate_gpu(points: list[dict], traces: dict, tables: list[Table], gpu: str, profile, consts: dict | None) -> dict:
     """Rows and summary of one GPU predicted by estimate() with `consts` (None: the profile's own constants)."""
     from .estimate import estimate
 
-    prof = _with(profile, consts) if consts else profile
     rows = []
     for t in tables:
         if t.gpu != gpu:
             continue
+        prof = _with(profile, consts, t.timing_method) if consts else profile
         for r in t.rows:
             est = estimate(traces[t.key(r)], prof, include_transfer=False)
             rows.append({"gpu": gpu, "model": r["model"], "builder": t.key(r)[0], "input_hw": list(t.key(r)[2]),
                          "kind": t.kind, "published_ms": float(r["ms"]), "predicted_ms": est.p50_ms,
                          "ratio": float(r["ms"]) / est.p50_ms, "error_pct": 100 * (est.p50_ms / float(r["ms"]) - 1),
                          "kernels": est.kernels, "gflops": traces[t.key(r)].flops / 1e9,
-                         "table": Path(t.path).name})
+                         "table": Path(t.path).name, "timing_method": t.timing_method,
+                         "kernel_overhead_us": prof.estimator.kernel_overhead_us})
     return {"gpu": gpu, "constants": consts, "rows": rows, "summary": summarize(rows),
             "targets_met": meets_targets(summarize(rows))}
 
@@ -317,45 +398,74 @@ def band_from(held_rows: list[dict], quantiles=BAND_QUANTILES) -> dict:
             "n_rows": len(ratios), "gpus": sorted(per_gpu)}
 
 
-def leave_one_gpu_out(tables: list[Table], traces: dict | None = None, grid: dict | None = None) -> dict:
-    """For each GPU: constants fitted on the others, that GPU's rows predicted with them, and the pooled band."""
+def leave_one_gpu_out(tables: list[Table], traces: dict | None = None, grid: dict | None = None,
+                      by_method: bool = True) -> dict:
+    """For each GPU: constants fitted on the others, that GPU's rows predicted with them, and the pooled band.
+    `by_method`: the per-kernel cost is fitted per timing method (fit_excluding_by_method); False: one cost for all
+    tables (fit_excluding, the method before 2026-12-03)."""
     from .profiles import load_profile
 
     traces = traces if traces is not None else count_tables(tables)
+    grid = grid or FIT_GRID
     gpus = sorted({t.gpu for t in tables})
     profiles = {g: load_profile(g) for g in gpus}
     points = _points(tables, traces, profiles)
-    combos, pred = grid_predictions(points, grid or FIT_GRID)
+    if by_method:
+        combos, base, launches = base_predictions(points, grid)
+        fit = lambda held: fit_excluding_by_method(points, combos, base, launches, grid["kernel_overhead_us"], held)
+    else:
+        combos, pred = grid_predictions(points, grid)
+        fit = lambda held: fit_excluding(points, combos, pred, held)
     folds = []
     for g in gpus:
-        consts, train_score = fit_excluding(points, combos, pred, g)
+        consts, train_score = fit(g)
         fold = evaluate_gpu(points, traces, tables, g, profiles[g], consts)
         fold["fit_on"] = [x for x in gpus if x != g]
         fold["fit_score_mean_median_abs_pct"] = train_score
         folds.append(fold)
-    all_consts, all_score = fit_excluding(points, combos, pred, held_out="")
+    all_consts, all_score = fit("")
     shipped = [evaluate_gpu(points, traces, tables, g, profiles[g], None) for g in gpus]
     held_rows = [r for f in folds for r in f["rows"]]
-    return {"folds": folds, "band": band_from(held_rows), "grid": grid or FIT_GRID, "targets": TARGETS,
-            "all_targets_met": all(f["targets_met"] for f in folds),
+    return {"folds": folds, "band": band_from(held_rows), "grid": grid, "targets": TARGETS,
+            "by_method": by_method, "all_targets_met": all(f["targets_met"] for f in folds),
             "fit_on_all": {"constants": all_consts, "mean_median_abs_pct": all_score},
             "shipped": shipped, "tables": [{"gpu": t.gpu, "kind": t.kind, "source": t.source,
                                             "date_read": t.date_read, "conditions": t.conditions,
-                                            "n": len(t.rows), "file": Path(t.path).name} for t in tables]}
+                                            "n": len(t.rows), "file": Path(t.path).name,
+                                            "timing_method": t.timing_method} for t in tables]}
 
 
 # ---------------------------------------------------------------------------------------------------- output
 
 
+def _kernel_text(c: dict, methods: list[str] | None = None) -> str:
+    """'kernel 14 us', or per timing method 'kernel trtexec 4 / host-loop 14 us (others 8)'; with `methods`, only
+    the costs those methods get."""
+    by = c.get("kernel_overhead_us_by_method")
+    if not by:
+        return f"kernel {c['kernel_overhead_us']:g} us"
+    shown = [m for m in (methods or by) if m in by]
+    text = " / ".join(f"{m} {by[m]:g}" for m in shown)
+    missing = [m for m in (methods or []) if m not in by]
+    if missing or not methods:
+        text += f"{' / ' if text else ''}{'/'.join(missing) or 'other methods'} {c['kernel_overhead_us']:g} (pooled)"
+    return f"kernel {text} us"
+
+
 def render(result: dict, rows: bool = True) -> str:
-    lines = ["leave-one-GPU-out: shared constants fitted on the other GPUs, reported on the held-out one", "",
+    lines = ["leave-one-GPU-out: shared constants fitted on the other GPUs, reported on the held-out one"
+             + (" (per-kernel cost fitted per timing method)" if result.get("by_method") else ""), "",
              f"{'held-out GPU':<20} {'n':>3} {'median |err|':>12} {'bias':>8} {'Spearman':>9}  constants fitted on the others"]
+    methods_of = {}
+    for x in result["tables"]:
+        methods_of.setdefault(x["gpu"], []).append(x.get("timing_method", "unstated"))
     for f in result["folds"]:
         s = f["summary"]
         c = f["constants"]
+        used = sorted(set(methods_of.get(f["gpu"], [])))
         lines.append(f"{f['gpu']:<20} {s['n']:>3} {s['median_abs_pct']:>10.1f} % {s['median_signed_pct']:>+7.1f}% "
-                     f"{s['spearman']:>9.3f}  eff_tensor {c['eff_tensor']}, eff_mem {c['eff_mem']}, kernel "
-                     f"{c['kernel_overhead_us']} us, tile {c['gemm_tile']}{'' if f['targets_met'] else '  NOT MET'}")
+                     f"{s['spearman']:>9.3f}  eff_tensor {c['eff_tensor']}, eff_mem {c['eff_mem']}, "
+                     f"{_kernel_text(c, used)}, tile {c['gemm_tile']}{'' if f['targets_met'] else '  NOT MET'}")
     b = result["band"]
     t = result["targets"]
     lines += ["", f"targets on every held-out GPU: median |error| <= {t['median_abs_pct']:g} %, Spearman >= "
@@ -371,13 +481,15 @@ def render(result: dict, rows: bool = True) -> str:
                      f"{m['median_signed_pct']:+6.1f} %  Spearman {m['spearman']:.3f}")
     if rows:
         lines += ["", f"{'held-out GPU':<18} {'model':<22} {'input':>9} {'published':>10} {'predicted':>10} {'error':>8} "
-                      f"{'kernels':>7}"]
+                      f"{'kernels':>7}  timing"]
         for f in result["folds"]:
             for r in f["rows"]:
                 hw = "x".join(map(str, r["input_hw"]))
                 lines.append(f"{r['gpu']:<18} {r['model']:<22} {hw:>9} {r['published_ms']:>8.2f}ms "
-                             f"{r['predicted_ms']:>8.2f}ms {r['error_pct']:>+7.1f}% {r['kernels']:>7d}")
-    lines += ["", "sources:"] + [f"  {x['gpu']} ({x['kind']}, {x['n']} rows, read {x['date_read']}): "
+                             f"{r['predicted_ms']:>8.2f}ms {r['error_pct']:>+7.1f}% {r['kernels']:>7d}  "
+                             f"{r.get('timing_method', '')}")
+    lines += ["", "sources:"] + [f"  {x['gpu']} ({x['kind']}, {x.get('timing_method', 'unstated')}, {x['n']} rows, "
+                                 f"read {x['date_read']}): "
                                  f"{x['source'].get('repository') or x['source'].get('device', '')} "
                                  f"{x['source'].get('path', '')} {x['source'].get('url', '')}".rstrip()
                                  for x in result["tables"]]
@@ -389,11 +501,16 @@ def band_record(result: dict) -> dict:
     it comes from."""
     return {"what": "error band of ESTIMATED latencies: the true latency is expected within [estimate x ratio_low, "
                     "estimate x ratio_high]",
-            "generated_by": "python -m emodistill.export.calibrate --write-band",
+            "generated_by": "emodistill calibrate --write-band",
             "date": datetime.date.today().isoformat(), **result["band"],
+            "fit": ("eff_tensor, eff_mem, gemm_tile shared; kernel_overhead_us per timing method (conditions."
+                    "timing_method of each table), all fitted on the other GPUs only" if result.get("by_method") else
+                    "eff_tensor, eff_mem, kernel_overhead_us, gemm_tile shared, fitted on the other GPUs only"),
             "per_gpu": {f["gpu"]: {"n": f["summary"]["n"], "median_abs_pct": round(f["summary"]["median_abs_pct"], 1),
                                    "median_signed_pct": round(f["summary"]["median_signed_pct"], 1),
-                                   "spearman": round(f["summary"]["spearman"], 3)} for f in result["folds"]},
+                                   "spearman": round(f["summary"]["spearman"], 3),
+                                   "timing_methods": sorted({r.get("timing_method", "unstated") for r in f["rows"]})}
+                        for f in result["folds"]},
             "sources": [f"{x['gpu']}: {x['source'].get('repository') or x['source'].get('title')} "
                         f"{x['source'].get('path', '')}".strip() for x in result["tables"]]}
 
@@ -405,35 +522,51 @@ def write_band(result: dict, path: str | Path | None = None) -> Path:
 
     path = Path(path or BAND_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
-    head = ("# Written by `python -m emodistill.export.calibrate --write-band` (export/calibrate.py); do not edit by\n"
+    head = ("# Written by `emodistill calibrate --write-band` (export/calibrate.py); do not edit by\n"
             "# hand. Leave-one-GPU-out result over the published tables in tests/export/data/ (docs/export.md).\n")
     path.write_text(head + yaml.safe_dump(band_record(result), sort_keys=False, width=118))
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emodistill.export.calibrate", description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(DATA_DIR), help="folder of reference tables (*.json)")
-    p.add_argument("--table", action="append", default=[],
-                   help="an extra table file, e.g. the --out JSON of scripts/gpu_check.sh (repeatable)")
-    p.add_argument("--json", default=None, help="also write every figure to this JSON file")
+def register(sub) -> None:
+    """`emodistill calibrate`: the leave-one-GPU-out evaluation of the estimate over the published tables."""
+    from emodistill.core.cli_args import add_json, retire
+
+    p = sub.add_parser("calibrate", help="how far the RTX latency estimate is from published TensorRT tables",
+                       description="Find out how far to trust the RTX latency estimate: predict each published "
+                                   "TensorRT table's GPU from the other GPUs' tables only (leave-one-GPU-out) and "
+                                   "print the errors; --write-band stores the error band budget verdicts use.")
+    p.add_argument("--data", default=str(DATA_DIR), metavar="DIR", help="folder of reference tables (*.json)")
+    p.add_argument("--table", action="append", default=[], metavar="FILE",
+                   help="an extra table file, e.g. the --json-out FILE of `emodistill gpu-check` (repeatable)")
+    add_json(p, help="print every figure as JSON instead of the tables", json_out=True, retired_file=True)
     p.add_argument("--no-rows", action="store_true", help="print the summary only")
-    p.add_argument("--fit", action="store_true", help="kept for old command lines: the grid search always runs now")
     p.add_argument("--write-band", nargs="?", const="", default=None, metavar="PATH",
-                   help="store the error band for budget verdicts (default configs/hardware/calibration/...)")
-    args = p.parse_args(argv)
-    setup_logging(logging.WARNING)
-    if args.fit:
-        print("note: --fit is no longer needed (the leave-one-GPU-out fit always runs); it will be removed",
-              file=sys.stderr)
+                   help="store the error band for budget verdicts (none given: "
+                        "configs/hardware/calibration/leave-one-gpu-out.yaml)")
+    retire(p, "--fit", "fit", "nothing (the leave-one-GPU-out fit always runs)", nargs=0, convert=lambda v: True)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
     tables = load_tables(args.data, args.table)
     result = leave_one_gpu_out(tables)
-    print(render(result, rows=not args.no_rows))
     if args.json:
-        write_json_atomic(args.json, result)
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        print(render(result, rows=not args.no_rows))
+    if args.json_out:
+        write_json_atomic(args.json_out, result)
     if args.write_band is not None:
         print(f"\nband written to {write_band(result, args.write_band or None)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.export.calibrate`: an alias of `emodistill calibrate`."""
+    from emodistill.core.cli_args import run_alias
+
+    return run_alias(register, argv)
 
 
 if __name__ == "__main__":

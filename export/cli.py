@@ -6,9 +6,7 @@ stage before export may not import, so this module adds the option to the studen
 
 from __future__ import annotations
 
-import argparse
-
-from emodistill.core.utils import int_at_least
+from emodistill.core.cli_args import add_runs, add_threads
 
 
 def _student_info(args) -> int:
@@ -27,9 +25,9 @@ def _student_info(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{args.name}.onnx"
         export_onnx(model, dims, path, "fp32")
-        lat = ort_latency(make_session(path, threads=args.threads), dims, args.batch, seconds=0.0, warmup=args.warmup,
-                          min_runs=args.runs, max_runs=args.runs, cpu_time=True)
-    print(f"ONNX Runtime CPU latency of the fp32 ONNX file `emodistill export` writes (batch {args.batch}, "
+        lat = ort_latency(make_session(path, threads=args.threads), dims, args.batch_size, seconds=0.0,
+                          warmup=args.warmup, min_runs=args.runs, max_runs=args.runs, cpu_time=True)
+    print(f"ONNX Runtime CPU latency of the fp32 ONNX file `emodistill export` writes (batch {args.batch_size}, "
           f"{args.threads} threads, {lat['runs']} runs after {args.warmup} warm-up): p50 {lat['p50_ms']:.2f} ms, "
           f"p90 {lat['p90_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, min {lat['min_ms']:.2f} ms; "
           f"CPU time per run {lat['cpu_ms']:.2f} ms")
@@ -44,9 +42,8 @@ def register_student(sub) -> None:
     g = info.add_argument_group("latency (export stage)")
     g.add_argument("--latency", action="store_true",
                    help="export to ONNX (fp32, opset 18, as `emodistill export`) and time ONNX Runtime on CPU")
-    g.add_argument("--threads", type=int_at_least(1), default=2, help="ONNX Runtime intra-op threads")
-    g.add_argument("--runs", type=int_at_least(1), default=50, help="timed runs (p50, p90, p95, min reported)")
-    g.add_argument("--warmup", type=int_at_least(0), default=5, help="untimed warm-up runs")
+    add_threads(g, help="ONNX Runtime intra-op threads")
+    add_runs(g, what="(p50, p90, p95, min reported)")
     info.set_defaults(func=_student_info)
 
 
@@ -61,16 +58,16 @@ def register(sub) -> None:
     from .run import add_export_arguments
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget",
-                       description="Export a checkpoint to ONNX (fp32/fp16/int8) or a TensorRT engine, write a JSON "
-                                   "sidecar, and check an RTX 3050 latency/VRAM budget (exit 3 when exceeded).",
+                       description="Turn a trained checkpoint into what ships: an ONNX file (fp32/fp16/int8) or a "
+                                   "TensorRT engine, with a JSON sidecar, checked against an RTX 3050 latency/VRAM "
+                                   "budget (exit 3 when it does not fit).",
                        epilog="Which TensorRT backend where: --trt-backend rtx (default) = TensorRT for RTX "
                               "(tensorrt-rtx, installed by default): engines for GeForce RTX targets (SM 7.5, 8.0, "
                               "8.6, 8.9, 12.0, 12.1; every RTX 3050 is 8.6), built ahead of time on any machine, "
                               "no GPU needed. --trt-backend torch-tensorrt = built on the GPU that runs it: "
                               "torch-tensorrt-rtx (pip install 'emodistill[tensorrt]') on an RTX machine, standard "
                               "torch-tensorrt (pip install 'torch-tensorrt==2.11.*') on data-center GPUs (A100, "
-                              "H100/H200). Figures are labelled measured / compiled / estimated. See docs/export.md.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              "H100/H200). Figures are labelled measured / compiled / estimated. See docs/export.md.")
     add_export_arguments(p)
     p.set_defaults(func=_export)
     register_student(sub)

@@ -1,12 +1,13 @@
 """Prepared GPU check: measured PyTorch latency and peak memory of the student presets next to the estimate.
 
-    python -m emodistill.export.gpu_check                      # on a CUDA machine (profile picked from the GPU's name)
-    python -m emodistill.export.gpu_check --profile h200-sxm --out gpu_check.json
+    emodistill gpu-check                      # on a CUDA machine (profile picked from the GPU's name)
+    emodistill gpu-check --profile h200-sxm --json-out gpu_check.json
+    python -m emodistill.export.gpu_check ... (an alias)
     scripts/gpu_check.sh                            # the same, with the thread settings of this repo
 
 For student_xs and student_s (random weights: latency does not depend on them): PyTorch eager and `torch.compile`,
 FP16 (norms and the log-mel front end kept fp32, as in the exports) and BF16 (whole model), batch 1 and 16;
-CUDA events around each call (inputs already on the GPU), a warm-up, then median and p95 over at least `--seconds`;
+CUDA events around each call (inputs already on the GPU), a warm-up, then median and p95 over at least `--runs` runs and 2 s;
 peak memory = `torch.cuda.max_memory_allocated` during that configuration (the caching allocator's view: weights,
 activations and workspaces, not the CUDA context). Each row is printed next to the roofline estimate
 (export/estimate.py) for the same batch on the GPU's hardware profile (FP16 figures; BF16 runs at the FP16 tensor
@@ -16,13 +17,12 @@ Calibration row (`--calibration`, on by default in scripts/gpu_check.sh): the mo
 tables (export/calibrate.py, tests/export/data/) and the student presets, batch 1 FP16 at each table's input size,
 timed the same way on the fastest runtime available (torch-tensorrt when importable, else `torch.compile`, the runtime
 is written into the table's conditions). The result JSON then carries a `calibration_table` (kind "measured", the GPU's
-profile, device, date) that `python -m emodistill.export.calibrate --table gpu_check.json` ingests as one more GPU:
+profile, device, date) that `emodistill calibrate --table gpu_check.json` ingests as one more GPU:
 leave-one-GPU-out never fits on the GPU it reports, so this GPU is predicted from the published tables only.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import sys
@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from emodistill.core.utils import setup_logging, write_json_atomic
+from emodistill.core.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def predicted(model: torch.nn.Module, dims, batch: int, profile) -> dict:
     return {"p50_ms": est.p50_ms, "model_mb": est.weights_mb + est.activations_mb + est.io_mb, "kernels": est.kernels}
 
 
-def measure(wrapper: torch.nn.Module, dims, batch: int, seconds: float) -> dict:
+def measure(wrapper: torch.nn.Module, dims, batch: int, seconds: float, min_runs: int = 20) -> dict:
     from .budget import cuda_timing
     from .wrappers import random_inputs
 
@@ -87,11 +87,12 @@ def measure(wrapper: torch.nn.Module, dims, batch: int, seconds: float) -> dict:
     torch.cuda.synchronize()
     first_s = time.perf_counter() - t0
     with torch.no_grad():
-        timing = cuda_timing(lambda: wrapper(video, audio), seconds=seconds, warmup_s=min(1.0, seconds))
+        timing = cuda_timing(lambda: wrapper(video, audio), seconds=seconds, warmup_s=min(1.0, seconds),
+                             min_runs=min_runs)
     return {**timing, "first_call_s": first_s, "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
-def run(profile_name: str | None, seconds: float, presets=PRESETS) -> dict:
+def run(profile_name: str | None, seconds: float, presets=PRESETS, min_runs: int = 20) -> dict:
     from .wrappers import Dims, ExportWrapper
     from .perf import preset_model
     from .profiles import load_profile
@@ -115,7 +116,7 @@ def run(profile_name: str | None, seconds: float, presets=PRESETS) -> dict:
                             torch._dynamo.reset()
                             wrapper = torch.compile(wrapper)
                         try:
-                            row |= measure(wrapper, dims, batch, seconds)
+                            row |= measure(wrapper, dims, batch, seconds, min_runs)
                         except Exception as e:  # one failing configuration must not lose the others
                             row["error"] = f"{type(e).__name__}: {e}"
                             logger.warning("%s %s %s b%d failed: %s", name, dtype, mode, batch, e)
@@ -151,7 +152,7 @@ def _fast_runtime(model: torch.nn.Module, example: tuple) -> tuple[torch.nn.Modu
         return torch.compile(model), f"torch.compile (inductor) fp16, torch {torch.__version__}"
 
 
-def measure_calibration(profile_name: str, seconds: float) -> dict:
+def measure_calibration(profile_name: str, seconds: float, min_runs: int = 20) -> dict:
     """Measured batch-1 FP16 latency of the calibration models and the students: a calibration table."""
     import datetime
 
@@ -174,7 +175,8 @@ def measure_calibration(profile_name: str, seconds: float) -> dict:
             with torch.no_grad():
                 fast, runtime = _fast_runtime(net, example)
                 fast(*example)  # compile / build outside the timed runs
-                timing = cuda_timing(lambda: fast(*example), seconds=seconds, warmup_s=min(1.0, seconds))
+                timing = cuda_timing(lambda: fast(*example), seconds=seconds, warmup_s=min(1.0, seconds),
+                                     min_runs=min_runs)
             runtimes.add(runtime)
             rows.append({"model": name, "builder": builder, "input_hw": list(hw) if builder != "student" else None,
                          "ms": timing["p50_ms"], "p95_ms": timing["p95_ms"], "runtime": runtime})
@@ -210,23 +212,35 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emodistill.export.gpu_check", description=__doc__.split("\n")[0])
-    p.add_argument("--profile", default=None, help="hardware profile for the estimate (default: from the GPU name)")
-    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per configuration (after warm-up)")
+def register(sub) -> None:
+    """`emodistill gpu-check` (scripts/gpu_check.sh runs it, then `emodistill calibrate` with its table)."""
+    from emodistill.core.cli_args import add_runs, retire
+
+    p = sub.add_parser("gpu-check", help="measure the students on this machine's GPU next to the estimate",
+                       description="Measure the students on this machine's NVIDIA GPU (PyTorch eager and "
+                                   "torch.compile, FP16/BF16, batch 1 and 16) next to the roofline estimate of its "
+                                   "hardware profile; with --calibration also a measured calibration table.")
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="hardware profile for the estimate (none: from the GPU's name)")
+    add_runs(p, what="per configuration (at least; and at least 2 s, after a 1 s warm-up)", warmup=False)
     p.add_argument("--presets", nargs="+", default=list(PRESETS), help="student presets to check")
-    p.add_argument("--out", default=None, help="also write the figures as JSON")
+    p.add_argument("--json-out", dest="out", metavar="FILE", default=None, help="also write the figures as JSON")
+    retire(p, "--out", "out", "--json-out")
+    retire(p, "--seconds", "seconds", "--runs", type=float)
     p.add_argument("--calibration", action="store_true",
                    help="also time the calibration models + students at batch 1 FP16 (a measured calibration table "
-                        "for `python -m emodistill.export.calibrate --table OUT`)")
-    args = p.parse_args(argv)
-    setup_logging(logging.WARNING)
+                        "for `emodistill calibrate --table FILE`)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    seconds = getattr(args, "seconds", None) or 2.0
     if not torch.cuda.is_available():
         print("no CUDA GPU is visible: printing the estimates only (run this on the GPU to measure)", file=sys.stderr)
-    result = run(args.profile, args.seconds, args.presets)
+    result = run(args.profile, seconds, args.presets, min_runs=args.runs)
     print(render(result))
     if args.calibration and result["gpu"]:
-        table = measure_calibration(result["profile"], min(args.seconds, 1.0))
+        table = measure_calibration(result["profile"], min(seconds, 1.0), min_runs=args.runs)
         result["calibration_table"] = table
         print(f"\ncalibration table ({table['conditions']['runtime']}), {len(table['rows'])} models, batch 1 fp16:")
         for r in table["rows"]:
@@ -234,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json_atomic(args.out, result)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.export.gpu_check`: an alias of `emodistill gpu-check`."""
+    from emodistill.core.cli_args import run_alias
+
+    return run_alias(register, argv)
 
 
 if __name__ == "__main__":

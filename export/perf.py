@@ -7,15 +7,14 @@ reference workload (a MatMul+Relu chain built here) timed in the same run: faste
 repeat, median over repeats;
 a ratio more than 25% above the baseline's is a regression. Figures below their baseline pass (and say so).
 
-    python -m emodistill.export.perf                      # compare with tests/export/perf_baseline.json
-    python -m emodistill.export.perf --update-baseline    # rewrite it (sorted keys, one figure per line: `git diff` shows
+    emodistill perf                      # compare with tests/export/perf_baseline.json
+    emodistill perf --update-baseline    # rewrite it (sorted keys, one figure per line: `git diff` shows
                                                # exactly which figure moved); --full adds student_s's ONNX size
     pytest tests/export -m perf                # the same checks as tests (CI runs them at this small size)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -176,21 +175,24 @@ def write_baseline(figures: dict, path: str | Path = BASELINE, merge: bool = Tru
     path = Path(path)
     old = load_baseline(path) if merge and path.exists() else {}
     data = {**old, **figures,
-            "_about": "python -m emodistill.export.perf --update-baseline [--full] rewrites this; see docs/export.md"}
+            "_about": "emodistill perf --update-baseline [--full] rewrites this; see docs/export.md"}
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from emodistill.core.utils import setup_logging
-
-    p = argparse.ArgumentParser(prog="python -m emodistill.export.perf", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def register(sub) -> None:
+    """`emodistill perf`: the deterministic size / FLOP / latency-ratio figures against the stored baseline."""
+    p = sub.add_parser("perf", help="size / FLOP / latency-ratio regression check against the baseline",
+                       description="Check that nothing got bigger or slower: the students' parameter counts, FLOPs, "
+                                   "ONNX sizes and a measured latency ratio against the stored baseline (exit 1 on "
+                                   "a regression).")
     p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline with this run's figures")
     p.add_argument("--full", action="store_true", help="also export student_s to measure its ONNX size (slow)")
     p.add_argument("--no-measure", action="store_true", help="skip the measured ONNX Runtime ratio")
-    p.add_argument("--baseline", default=str(BASELINE), help="baseline JSON")
-    args = p.parse_args(argv)
-    setup_logging(logging.INFO)
+    p.add_argument("--baseline", default=str(BASELINE), metavar="FILE", help="baseline JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
     torch.set_num_threads(1)
     figures = collect(full=args.full, measure=not args.no_measure)
     if args.update_baseline:
@@ -204,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         print("REGRESSION:", r)
     print(f"{len(figures)} figures, {len(regressions)} regressions")
     return 1 if regressions else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.export.perf`: an alias of `emodistill perf`."""
+    from emodistill.core.cli_args import run_alias
+
+    return run_alias(register, argv)
 
 
 if __name__ == "__main__":

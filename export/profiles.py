@@ -115,6 +115,12 @@ class VramSpec(BaseConfig):
     workspace_mb: float = Field(64.0, ge=0, description="TensorRT / cuBLAS workspace")
     activation_overhead: float = Field(1.1, ge=1.0, description="allocator rounding on activation memory")
     io_buffers: bool = Field(True, description="count device copies of inputs and outputs")
+    # `emodistill plan` (training): PyTorch's caching allocator reserves more than its live tensors (blocks rounded
+    # to 512 B and to 2 MiB / 20 MiB segments, fragmentation between differently sized activations). An assumption,
+    # not a measurement: set it from torch.cuda.max_memory_reserved() / max_memory_allocated() - 1 of a real run.
+    # Source of the mechanism: https://pytorch.org/docs/stable/notes/cuda.html#memory-management
+    allocator_margin: float = Field(0.10, ge=0, le=1, description="training: reserved beyond the peak of live "
+                                    "tensors, as a fraction of that peak (emodistill plan)")
 
 
 class Limits(BaseConfig):

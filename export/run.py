@@ -1,6 +1,6 @@
 """`emodistill export`: checkpoint -> ONNX (fp32/fp16/int8) or TensorRT engine + sidecar + budget verdict.
 
-    emodistill export --checkpoint runs/distill/student_s --format onnx --precision int8 \
+    emodistill export --model runs/distill/student_s --format onnx --precision int8 \
         --budget rtx3050-laptop-4gb-realtime --data data/synth --out exports/student_s-int8
     python export/run.py ...   (same options)
 
@@ -54,52 +54,85 @@ ARTIFACT_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine"}
 SIDECAR, VERDICT_TXT = "model.json", "verdict.txt"
 
 
+def _budget_override(item: str) -> str:
+    return f"budget.{item}"
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or its model.safetensors)")
-    p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx", help="artifact kind")
-    p.add_argument("--trt-backend", choices=["rtx", "torch-tensorrt"], default="rtx",
-                   help="tensorrt only. rtx: TensorRT for RTX builds the engine ahead of time from the verified ONNX "
-                        "for the budget profile's compute capability (GeForce RTX, e.g. every RTX 3050 = SM 8.6), on "
-                        "any machine, no GPU needed. torch-tensorrt: builds on the GPU that runs it - "
-                        "torch-tensorrt-rtx ([tensorrt] extra) on RTX GPUs, standard torch-tensorrt on data-center "
-                        "GPUs (A100/H100/H200)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="artifact precision")
-    p.add_argument("--budget", default="rtx3050-desktop-8gb",
-                   help="budget name/YAML (configs/hardware/budgets/) or a hardware profile name (its default budget)")
-    p.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a budget field, e.g. max_p95_ms=20 or batch_size=16 (repeatable)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="overwrite an existing artifact in --out")
-    p.add_argument("--data", default=None,
-                   help="dataset root: real clips for parity, calibration (train split) and accuracy (test split); "
-                        "without it parity uses random inputs and no accuracy is reported")
-    p.add_argument("--data-format", choices=["ravdess", "cremad", "folder", "manifest"], default=None,
-                   help="dataset layout (default: the one the checkpoint was trained on, else ravdess)")
-    p.add_argument("--verdict", choices=["auto", "estimated", "measured"], default="auto",
-                   help="auto: measured when CUDA is visible, else the roofline estimate")
-    p.add_argument("--measure-seconds", type=float_above(0), default=10.0, help="timed runs of a measured verdict (>= 10 s)")
-    p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="ONNX INT8 method")
-    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+    """The export options in groups of a few (docs/cli.md: the shared flags come from emodistill.core.cli_args)."""
+    from emodistill.core.cli_args import (add_batch_size, add_budget, add_data, add_model, add_out, add_runs, add_set,
+                                          add_threads, retire)
+
+    g = p.add_argument_group("what to export")
+    add_model(g, required=True, help="checkpoint folder (or its model.safetensors)")
+    g.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx", help="artifact kind")
+    g.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="artifact precision")
+    add_out(g, required=True)
+    g.add_argument("--force", action="store_true", help="overwrite an existing artifact in --out")
+    g.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                    help="reuse this fp32 ONNX export of the same checkpoint (checked by its sidecar) instead of "
                         "exporting again; for fp32 and int8 (quantized here), fp16 always exports")
-    p.add_argument("--int8-target", choices=["cpu", "tensorrt"], default=None,
-                   help="cpu: uint8 asymmetric activations (ORT); tensorrt: symmetric int8 activations and weights, "
-                        "float biases (default: tensorrt for --format tensorrt, else cpu)")
-    p.add_argument("--calib-samples", type=int_at_least(1), default=64, help="training clips used for INT8 calibration")
-    p.add_argument("--calibrate-method", choices=["minmax", "entropy", "percentile"], default="minmax",
-                   help="activation range calibration")
-    p.add_argument("--max-eval", type=int_at_least(0), default=0, help="test clips used for accuracy (0 = all)")
-    p.add_argument("--parity-samples", type=int_at_least(1), default=32, help="clips for the PyTorch parity check")
-    p.add_argument("--max-accuracy-drop", type=float_above(0, inclusive=True), default=1.0,
+    g = p.add_argument_group("budget check")
+    add_budget(g)
+    add_set(g, help="override a budget field: --set budget.max_p95_ms=20, --set budget.batch_size=16 (repeatable)")
+    g.add_argument("--verdict", choices=["auto", "estimated", "measured"], default="auto",
+                   help="auto: measured when CUDA is visible, else the roofline estimate")
+    add_runs(g, what="of each latency figure (ONNX Runtime on CPU; a measured GPU verdict also runs >= 10 s)")
+    add_threads(g, help="ONNX Runtime CPU intra-op threads for the latency figure")
+    g = p.add_argument_group("data (parity, calibration, accuracy)")
+    add_data(g, help="dataset root: real clips for parity, calibration (train split) and accuracy (test split); "
+                     "none: parity on random inputs, no accuracy",
+             format_help="dataset layout (none: the one the checkpoint was trained on, else ravdess)")
+    add_batch_size(g, 16, help="batch size for parity and accuracy")
+    g.add_argument("--max-eval", type=int_at_least(0), default=0, help="test clips used for accuracy (0 = all)")
+    g.add_argument("--parity-samples", type=int_at_least(1), default=32, help="clips for the PyTorch parity check")
+    g.add_argument("--max-accuracy-drop", type=float_above(0, inclusive=True), default=1.0,
                    help="largest accuracy drop (points) vs the fp32 PyTorch model on the test split")
-    p.add_argument("--eval-batch", type=int_at_least(1), default=16, help="batch size for parity and accuracy")
-    p.add_argument("--threads", type=int_at_least(1), default=1, help="ONNX Runtime CPU intra-op threads for the latency figure")
-    p.add_argument("--latency-seconds", type=float_above(0), default=2.0, help="ONNX Runtime CPU timing per batch size")
-    p.add_argument("--max-batch", type=int_at_least(1), default=16,
+    g = p.add_argument_group("INT8")
+    g.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="ONNX INT8 method")
+    g.add_argument("--int8-target", choices=["cpu", "tensorrt"], default=None,
+                   help="cpu: uint8 asymmetric activations (ORT); tensorrt: symmetric int8 activations and weights, "
+                        "float biases (none: tensorrt for --format tensorrt, else cpu)")
+    g.add_argument("--calib-samples", type=int_at_least(1), default=64, help="training clips used for INT8 calibration")
+    g.add_argument("--calibrate-method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="activation range calibration")
+    g = p.add_argument_group("TensorRT")
+    g.add_argument("--trt-backend", choices=["rtx", "torch-tensorrt"], default="rtx",
+                   help="rtx: TensorRT for RTX builds the engine ahead of time from the verified ONNX for the budget "
+                        "profile's compute capability (GeForce RTX, e.g. every RTX 3050 = SM 8.6), on any machine, no "
+                        "GPU needed. torch-tensorrt: builds on the GPU that runs it - torch-tensorrt-rtx ([tensorrt] "
+                        "extra) on RTX GPUs, standard torch-tensorrt on data-center GPUs (A100/H100/H200)")
+    g.add_argument("--max-batch", type=int_at_least(1), default=16,
                    help="largest batch of the TensorRT optimisation profile (min 1, opt = budget batch, max = the "
                         "larger of this and the budget batch; compiled activation memory is for this batch)")
-    p.add_argument("--hardware-compatible", action="store_true",
+    g.add_argument("--hardware-compatible", action="store_true",
                    help="TensorRT engine that runs on any Ampere+ GPU (slightly slower)")
+    retire(p, "--checkpoint", "model", "--model")
+    retire(p, "--budget-set", "overrides", "--set budget.KEY=VALUE", convert=_budget_override, append=True)
+    retire(p, "--eval-batch", "batch_size", "--batch-size", type=int_at_least(1))
+    retire(p, "--latency-seconds", "latency_seconds", "--runs / --warmup", type=float_above(0))
+    retire(p, "--measure-seconds", "measure_seconds", "--runs", type=float_above(0))
+
+
+def budget_overrides(args) -> list[str]:
+    """The budget fields of `--set budget.KEY=VALUE` (export's only --set section), as KEY=VALUE."""
+    from emodistill.core.errors import InputError
+
+    out = []
+    for item in args.overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("budget.") or key == "budget.":
+            raise InputError(f"--set {item}: export's --set takes budget fields only, e.g. --set budget.max_p50_ms=8")
+        out.append(item[len("budget."):])
+    return out
+
+
+def _resolve_args(args) -> None:
+    """The export's internal option names, from the vocabulary's (and a retired spelling's, for one release)."""
+    args.checkpoint, args.eval_batch, args.budget_set = args.model, args.batch_size, budget_overrides(args)
+    args.latency_kw = ({"seconds": args.latency_seconds} if getattr(args, "latency_seconds", None) else
+                       {"seconds": 0.0, "warmup": args.warmup, "min_runs": args.runs, "max_runs": args.runs})
+    args.measure_seconds = max(getattr(args, "measure_seconds", None) or 10.0, 10.0)
 
 
 @dataclass
@@ -205,6 +238,7 @@ def run_export(args) -> int:
     for the whole export (emodistill.core.lock): a second command writing into it is refused."""
     from emodistill.core.lock import folder_lock
 
+    _resolve_args(args)
     with folder_lock(args.out, what="export"):
         return _run_export(args)
 
@@ -299,7 +333,7 @@ def _export_onnx(args, model, dims, clips: Clips, out: Path, num_classes: int) -
                                            session_logits(sess, clips.test), clips, num_classes)
     if args.format == "onnx":  # an engine's ONNX is its source, not the artifact to time
         batches = sorted({1, args.budget_batch})
-        info["ort_cpu_latency"] = [ort_latency(sess, dims, b, seconds=args.latency_seconds) for b in batches]
+        info["ort_cpu_latency"] = [ort_latency(sess, dims, b, **args.latency_kw) for b in batches]
     info["size_bytes"] = onnx_model_size(path)
     return info
 
@@ -364,37 +398,17 @@ def _io_bytes(dims, batch: int, num_classes: int) -> int:
 def _export(args, out: Path, final: Path) -> int:
     """The export itself, written into `out` (the staging folder) and committed into `final`."""
     from emodistill.core.checkpoint import load_checkpoint
-    from emodistill.core.utils import sha256_file, versions, write_json_atomic
+    from emodistill.core.utils import write_json_atomic
 
-    from .budget import make_verdict, with_compiled_vram
-    from .onnx import tolerances_table
     from .wrappers import Dims
-    from .trt_rtx import device_memory_bytes
-    from .profiles import load_budget
-    from .tensorrt import availability, trtexec_command
+    from .tensorrt import trtexec_command
 
-    budget, profile = load_budget(args.budget, args.budget_set)
-    if budget.precision and budget.precision != args.precision:
-        raise ValueError(f"budget {budget.name} is for {budget.precision}, but --precision is {args.precision}; "
-                         f"pick a matching budget or add --budget-set precision={args.precision}")
-    if args.verdict == "measured" and not torch.cuda.is_available():
-        raise RuntimeError("--verdict measured needs a CUDA GPU; none is visible (use --verdict estimated)")
+    budget, profile = _checked_budget(args)
     rtx = args.format == "tensorrt" and getattr(args, "trt_backend", "rtx") == "rtx"
     if rtx:
-        from .trt_rtx import sm_target, trt_module
-
-        sm_target(profile.gpu.compute_capability, profile.name)  # a clear error before any work
-        trt_module()
-        if args.int8_target == "cpu" and args.precision == "int8":
-            raise ValueError("--int8-target cpu makes uint8 activations that TensorRT does not take; drop it for "
-                             "--format tensorrt (the default there is tensorrt)")
-    elif args.format == "tensorrt":
-        ok, reason = availability(args.precision)
-        if not ok:
-            print(f"TensorRT export is not possible on this machine: {reason}.\n"
-                  f"Use the default --trt-backend rtx (TensorRT for RTX, no GPU needed), or --format onnx and "
-                  f"trtexec on the target GPU.", file=sys.stderr)
-            return EXIT_UNAVAILABLE
+        _check_rtx(args, profile)
+    elif args.format == "tensorrt" and not _torch_tensorrt_available(args.precision):
+        return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
     import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
     model, meta = load_checkpoint(args.checkpoint)
@@ -402,6 +416,63 @@ def _export(args, out: Path, final: Path) -> int:
     num_classes = len(meta["class_names"])
     clips = load_clips(args, meta, dims)
 
+    info, runner, engine_vram = _build_artifact(args, model, dims, clips, out, num_classes, profile, rtx)
+    artifact = out / ARTIFACT_NAMES[args.format]
+    trtexec = trtexec_command(final / "model.onnx", dims, args.precision, budget.batch_size, args.max_batch)
+    verdict = _verdict(args, model, dims, budget, profile, num_classes, info, runner, engine_vram, rtx)
+    sidecar = _sidecar(args, artifact, meta, dims, info, trtexec, budget, profile, verdict, rtx)
+    write_json_atomic(out / SIDECAR, sidecar)
+    (out / VERDICT_TXT).write_text(verdict.table() + "\n")
+    _commit(out, final, sidecar)
+
+    _print_summary(args, final, sidecar, info, trtexec, verdict, budget, profile, rtx)
+    if not verdict.passed:
+        return EXIT_BUDGET
+    acc = info.get("accuracy")
+    if not info["parity"]["passed"] or (acc and not acc["passed"]):
+        return EXIT_PARITY
+    return EXIT_OK
+
+
+def _checked_budget(args) -> tuple:
+    """-> (budget, its hardware profile), checked against --precision and --verdict before any work."""
+    from .profiles import load_budget
+
+    budget, profile = load_budget(args.budget, args.budget_set)
+    if budget.precision and budget.precision != args.precision:
+        raise ValueError(f"budget {budget.name} is for {budget.precision}, but --precision is {args.precision}; "
+                         f"pick a matching budget or add --set budget.precision={args.precision}")
+    if args.verdict == "measured" and not torch.cuda.is_available():
+        raise RuntimeError("--verdict measured needs a CUDA GPU; none is visible (use --verdict estimated)")
+    return budget, profile
+
+
+def _check_rtx(args, profile) -> None:
+    """TensorRT for RTX is here, targets the profile's compute capability and takes the INT8 target."""
+    from .trt_rtx import sm_target, trt_module
+
+    sm_target(profile.gpu.compute_capability, profile.name)  # a clear error before any work
+    trt_module()
+    if args.int8_target == "cpu" and args.precision == "int8":
+        raise ValueError("--int8-target cpu makes uint8 activations that TensorRT does not take; drop it for "
+                         "--format tensorrt (the default there is tensorrt)")
+
+
+def _torch_tensorrt_available(precision: str) -> bool:
+    """Whether torch-tensorrt can build an engine here; if not, says why and what to use instead on stderr."""
+    from .tensorrt import availability
+
+    ok, reason = availability(precision)
+    if not ok:
+        print(f"TensorRT export is not possible on this machine: {reason}.\n"
+              f"Use the default --trt-backend rtx (TensorRT for RTX, no GPU needed), or --format onnx and "
+              f"trtexec on the target GPU.", file=sys.stderr)
+    return ok
+
+
+def _build_artifact(args, model, dims, clips: Clips, out: Path, num_classes: int, profile, rtx: bool) -> tuple:
+    """The --format artifact in `out`, with its parity / accuracy / latency checks -> (info, a runner of the engine
+    where it runs here or None, the torch-tensorrt engine's VRAM in MB or None)."""
     runner = engine_vram = None
     if args.format == "onnx":
         info = _export_onnx(args, model, dims, clips, out, num_classes)
@@ -412,21 +483,36 @@ def _export(args, out: Path, final: Path) -> int:
         info, runner = _export_tensorrt(args, model, dims, clips, out, num_classes)
         mem = info["export"]["engine"]
         engine_vram = (mem["device_memory_bytes"] + mem["weights_bytes"]) / 2**20
-    artifact = out / ARTIFACT_NAMES[args.format]
-    onnx_ref = final / "model.onnx"
-    trtexec = trtexec_command(onnx_ref, dims, args.precision, budget.batch_size, args.max_batch)
-    measure_kw = {"seconds": max(args.measure_seconds, 10.0)} if args.verdict != "estimated" else {}
+    return info, runner, engine_vram
+
+
+def _verdict(args, model, dims, budget, profile, num_classes: int, info: dict, runner, engine_vram, rtx: bool):
+    """The budget verdict: measured (on the engine itself where a runner is given) or estimated; a TensorRT-RTX
+    engine's VRAM is what its build compiled."""
+    from .budget import make_verdict, with_compiled_vram
+    from .trt_rtx import device_memory_bytes
+
+    measure_kw = {"seconds": args.measure_seconds, "min_runs": args.runs} if args.verdict != "estimated" else {}
     if runner is not None:
         measure_kw |= {"runner": runner, "engine_vram_mb": engine_vram, "what": f"TensorRT engine {args.precision}"}
     mode = args.verdict
     if rtx and runner is None and mode == "auto":  # a GPU that cannot run the engine would time something else
         mode = "estimated"
     verdict = make_verdict(model.cpu(), dims, budget, profile, args.precision, mode, **measure_kw)
-    if rtx:
-        facts = info["export"]["engine"]
-        verdict = with_compiled_vram(verdict, budget, profile, device_memory_bytes(facts["memory"]),
-                                     _io_bytes(dims, budget.batch_size, num_classes),
-                                     f"TensorRT-RTX {facts['target']} engine")
+    if not rtx:
+        return verdict
+    facts = info["export"]["engine"]
+    return with_compiled_vram(verdict, budget, profile, device_memory_bytes(facts["memory"]),
+                              _io_bytes(dims, budget.batch_size, num_classes), f"TensorRT-RTX {facts['target']} engine")
+
+
+def _sidecar(args, artifact: Path, meta: dict, dims, info: dict, trtexec: str, budget, profile, verdict,
+             rtx: bool) -> dict:
+    """model.json: the artifact and its sha256, the input contract, the source checkpoint, the checks, the budget
+    verdict and the versions that made it."""
+    from emodistill.core.utils import sha256_file, versions
+
+    from .onnx import tolerances_table
 
     ver = versions()
     if rtx:
@@ -435,7 +521,7 @@ def _export(args, out: Path, final: Path) -> int:
         import torch_tensorrt
 
         ver["torch_tensorrt"] = torch_tensorrt.__version__
-    sidecar = {
+    return {
         "artifact": artifact.name, "format": args.format, "precision": args.precision,
         "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size,
         "input_contract": contract_for(meta, dims, args.precision),
@@ -448,11 +534,13 @@ def _export(args, out: Path, final: Path) -> int:
         "versions": ver, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
     }
-    write_json_atomic(out / SIDECAR, sidecar)
-    (out / VERDICT_TXT).write_text(verdict.table() + "\n")
-    _commit(out, final, sidecar)
-    artifact = final / artifact.name
 
+
+def _print_summary(args, final: Path, sidecar: dict, info: dict, trtexec: str, verdict, budget, profile,
+                   rtx: bool) -> None:
+    """What was written to `final` and how each check went; the engine's facts, or the trtexec line that builds one
+    on the target GPU; the verdict table."""
+    artifact = final / sidecar["artifact"]
     print(f"wrote {artifact} ({artifact.stat().st_size / 2**20:.2f} MB, sha256 {sidecar['sha256'][:16]}...) "
           f"and {final / SIDECAR}")
     par = info["parity"]
@@ -479,18 +567,15 @@ def _export(args, out: Path, final: Path) -> int:
     else:
         print(f"TensorRT build on the target GPU: {trtexec}")
     print(verdict.table())
-    if not verdict.passed:
-        return EXIT_BUDGET
-    if not par["passed"] or (acc and not acc["passed"]):
-        return EXIT_PARITY
-    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     from emodistill.core.utils import setup_logging
 
+    from emodistill.core.cli_args import HelpFormatter
+
     parser = argparse.ArgumentParser(prog="export/run.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     add_export_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks of errors")

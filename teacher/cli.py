@@ -1,13 +1,12 @@
-"""`emodistill teacher info NAME` (parameters per part, offline) and `emodistill teacher train --config ...`."""
+"""`emodistill teacher info --model NAME` (parameters per part, offline) and `emodistill teacher train --config ...`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from emodistill.core.cli_args import add_json, add_model, add_retired_positional, add_set, positional_or
 from emodistill.core.config import parse_override
-
-FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -15,6 +14,7 @@ def _info(args: argparse.Namespace) -> int:
 
     from emodistill.teacher.model import TEACHER_CONFIGS, TeacherModel
 
+    args.name = positional_or(args, args.model, old="NAME", new="--model")
     if args.name not in TEACHER_CONFIGS:
         raise ValueError(f"unknown teacher {args.name!r}; available: {', '.join(sorted(TEACHER_CONFIGS))}")
     overrides: dict = {}
@@ -58,22 +58,26 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("teacher", help="teacher model: info, fine-tuning", formatter_class=FMT)
-    tsub = p.add_subparsers(dest="teacher_command", metavar="SUBCOMMAND")
+    from emodistill.core.cli_args import add_command_group
+
+    _, tsub = add_command_group(sub, "teacher", help="teacher model: info, fine-tuning",
+                                description="Size up and fine-tune the teacher: parameters per part of a preset "
+                                            "(offline), and fine-tuning from a recipe.")
     info = tsub.add_parser("info", help="parameters per part of a teacher preset (no download, meta device)",
-                           formatter_class=FMT)
-    info.add_argument("name", help="teacher preset, e.g. teacher_lfm2_700m or teacher_tiny")
-    info.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a TeacherConfig field, e.g. --set num_layers=8")
-    info.add_argument("--json", action="store_true", help="print counts, feature dims and the config as JSON")
+                           description="Show a teacher preset's parameters per part (vision, audio, LFM2, fusion, "
+                                       "head) without downloading or allocating anything.")
+    add_model(info, help="teacher preset, e.g. teacher_lfm2_700m or teacher_tiny")
+    add_retired_positional(info)
+    add_set(info, help="override a TeacherConfig field, e.g. --set num_layers=8 (repeatable)")
+    add_json(info, help="print counts, feature dims and the config as JSON")
     info.set_defaults(func=_info)
     train = tsub.add_parser("train", help="fine-tune a teacher (same as accelerate launch teacher/train.py)",
-                            formatter_class=FMT)
+                            description="Fine-tune a teacher from a recipe (configs/teacher/*.yaml) on one CPU or GPU; "
+                                        "several processes through accelerate launch teacher/train.py or torchrun.")
     from emodistill.teacher.train import build_parser
 
     build_parser(train)
     train.set_defaults(func=_train)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 __all__ = ["register"]

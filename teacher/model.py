@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emodistill.core.config import check_fields
+from pydantic import Field
+
+from emodistill.core.config import BaseConfig, check_fields
 from emodistill.core.layers import GatedModalityProjection, deinterleave, interleave, replace_missing
 from emodistill.core.model import AVModel, model_registry, unimodal_heads
 
@@ -31,6 +33,21 @@ logger = logging.getLogger(__name__)
 
 PARTS = ("vision", "audio", "lfm2")
 PREFIXES = {"vision": ("vision_model.", ""), "audio": ("encoder.", ""), "lfm2": ("model.", "")}
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "in_proj", "w1", "w2", "w3"]  # every Linear of an LFM2 layer
+
+
+class LoraSettings(BaseConfig):
+    """LoRA adapters (peft) on the LFM2 layers: the layers' own weights stay frozen, the adapters train."""
+
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="scaling alpha (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS),
+                                      description="LFM2 Linear names that get adapters (attention q/k/v/out, conv "
+                                      "in/out projections, MLP w1/w2/w3)")
+    layers: list[int] | None = Field(None, description="kept LFM2 layers that get adapters (None: all)")
 
 
 def _default_mel() -> dict:
@@ -69,6 +86,9 @@ class TeacherConfig:
     freeze_backbone: bool = False
     gradient_checkpointing: bool = False
     dtype: str = "float32"                # "bfloat16": pretrained parts held and run in bf16
+    lora: LoraSettings | None = None      # LoRA on the LFM2 layers (a dict in the config: LoraSettings' fields)
+    backbone_trainable_layers: list[int] | None = None  # partial unfreezing: only these LFM2 layers (negative:
+                                                        # from the end) and the final norm train
 
     def sources(self) -> dict[str, str]:
         return {p: s for p in PARTS if (s := getattr(self, f"{p}_source"))}
@@ -105,9 +125,10 @@ class TeacherModel(AVModel):
         # the fused head alone lets audio dominate early training: unimodal heads give each encoder its own gradient
         self.unimodal = unimodal_heads(da, dv, cfg.num_classes) if cfg.unimodal_heads else None
         self.load_reports: dict[str, LoadReport] = {}
+        self._setup_backbone_tuning()  # LoRA adapters made beside an fp32 base, and kept fp32 by the cast below
         if cfg.dtype == "bfloat16":
             for m in self.pretrained_parts().values():
-                m.to(torch.bfloat16)
+                _cast_floating(m, torch.bfloat16)
         self.set_freeze(cfg.freeze_vision, cfg.freeze_audio, cfg.freeze_backbone)
         if cfg.gradient_checkpointing:
             self.set_grad_checkpointing(True)
@@ -125,12 +146,56 @@ class TeacherModel(AVModel):
                 "backbone": list(self.backbone.parameters()), "fusion": fusion, "head": head}
 
     def set_freeze(self, vision: bool, audio: bool, backbone: bool) -> None:
-        """Freeze exactly the pretrained vision encoder / audio encoder / LFM2 layers (fusion and head stay trainable)."""
+        """Freeze exactly the pretrained vision encoder / audio encoder / LFM2 layers (fusion and head stay trainable).
+        An unfrozen backbone with `lora` trains its adapters only, with `backbone_trainable_layers` those layers."""
         self._frozen = {"vision": vision, "audio": audio, "backbone": backbone}
         for name, flag in self._frozen.items():
             for p in self.parts()[name]:
                 p.requires_grad_(not flag)
+        if not backbone and (self.config.lora is not None or self.config.backbone_trainable_layers is not None):
+            for name, p in self.backbone.named_parameters():
+                p.requires_grad_(self._backbone_trains(name))
         self.train(self.training)
+
+    def _setup_backbone_tuning(self) -> None:
+        """Check `lora` / `backbone_trainable_layers` and inject the LoRA adapters (before the bf16 cast of `dtype`,
+        which leaves them fp32)."""
+        cfg, k = self.config, len(self.backbone.layers)
+        if cfg.lora is not None and cfg.backbone_trainable_layers is not None:
+            raise ValueError("lora and backbone_trainable_layers both choose what trains in the LFM2 layers: give one")
+        if cfg.freeze_backbone and (cfg.lora is not None or cfg.backbone_trainable_layers is not None):
+            raise ValueError("freeze_backbone freezes every LFM2 weight; lora / backbone_trainable_layers train part "
+                             "of them: set freeze_backbone false")
+        layers = cfg.backbone_trainable_layers if cfg.lora is None else LoraSettings.model_validate(cfg.lora).layers
+        bad = [i for i in layers or [] if not -k <= i < k]
+        if bad:
+            raise ValueError(f"LFM2 layer indices {bad} out of range: the teacher keeps {k} layers (0..{k - 1}, or "
+                             f"negative from the end)")
+        self._tuned_layers = None if layers is None else sorted({i % k for i in layers})
+        if cfg.lora is None:
+            return
+        from unittest import mock
+
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        lora = LoraSettings.model_validate(cfg.lora)
+        self.config = dataclasses.replace(cfg, lora=lora.model_dump())  # the checkpoint records every setting
+        where = {} if self._tuned_layers is None else {"layers_pattern": "layers",
+                                                        "layers_to_transform": self._tuned_layers}
+        # the adapters are made where the base is (CPU, fp32: before the cast), so peft's move of them onto the
+        # base's device and dtype has nothing to do; skipped, as its Module.to fails under FakeTensorMode (the plan)
+        with mock.patch.object(BaseTunerLayer, "_move_adapter_to_device_of_base_layer", lambda *a, **k: None):
+            inject_adapter_in_model(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                               target_modules=lora.target_modules, **where), self.backbone)
+
+    def _backbone_trains(self, name: str) -> bool:
+        """Whether the LFM2 parameter `name` trains under `lora` / `backbone_trainable_layers`."""
+        if self.config.lora is not None:
+            return ".lora_" in name
+        if name.startswith("layers."):
+            return int(name.split(".")[1]) in self._tuned_layers
+        return name.startswith("embedding_norm.")  # the final norm trains with the last layers
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -153,16 +218,34 @@ class TeacherModel(AVModel):
         """Read each part's tensors (only those it keeps) from a local transformers checkpoint folder."""
         for part, folder in folders.items():
             module = self.pretrained_parts()[part]
-            self.load_reports[part] = load_selected(module, folder, PREFIXES[part])
+            rename = _lora_base_name if part == "lfm2" and self.config.lora is not None else None
+            self.load_reports[part] = load_selected(module, folder, PREFIXES[part], rename=rename)
 
     # -- the model contract (forward_head, forward, get_config, counting, param_groups: AVModel) ----------------
     def feature_dims(self) -> dict[str, int]:
         return {"features": self.config.out_dim, "audio_features": self.audio.dim, "visual_features": self.vision.dim}
 
-    def forward_features(self, video: torch.Tensor, audio: torch.Tensor,
-                         modality_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def encode(self, video: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pretrained encoders' segment features: {"visual": [B,S,Dv], "audio": [B,S,Da]} (fp32). Frozen, they
+        are what `teacher.encoder_cache` stores per (clip, augmentation view)."""
         v, _ = self.vision(video)
         a, _ = self.audio(audio)
+        return {"visual": v, "audio": a}
+
+    def forward(self, video: torch.Tensor | None, audio: torch.Tensor | None,
+                modality_mask: torch.Tensor | None = None,
+                encoded: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The model contract's forward; `encoded` (the output of `encode`, e.g. from the encoder cache) stands in
+        for video and audio, which may then be None."""
+        feats = self.forward_features(video, audio, modality_mask, encoded)
+        head = self.forward_head(feats)
+        return {"logits": head.pop("logits"), **feats, **head}
+
+    def forward_features(self, video: torch.Tensor | None, audio: torch.Tensor | None,
+                         modality_mask: torch.Tensor | None = None,
+                         encoded: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        enc = self.encode(video, audio) if encoded is None else encoded
+        v, a = enc["visual"].float(), enc["audio"].float()
         if modality_mask is None:  # all present; still through the arithmetic so DDP sees every parameter used
             modality_mask = a.new_ones(a.shape[0], 2)
         a = replace_missing(a, modality_mask[:, 0], self.missing["audio"])
@@ -177,6 +260,26 @@ class TeacherModel(AVModel):
         ha, hv = deinterleave(h)
         features = self.output_proj(self.dropout(0.5 * (ha + hv)))
         return {"features": features, "pooled": features.mean(1), "audio_features": a, "visual_features": v}
+
+
+def _cast_floating(module: nn.Module, dtype: torch.dtype) -> None:
+    """`module.to(dtype)` for floating parameters and buffers except LoRA adapters (the same Parameter objects, so
+    ties hold), also under FakeTensorMode, whose tensors `Module.to` cannot swap (the memory plan builds the
+    real-size teacher there)."""
+    for name, m in module.named_modules():
+        if "lora_" in name:  # LoRA adapters stay fp32 (the optimiser's master weights)
+            continue
+        for p in m._parameters.values():
+            if p is not None and p.is_floating_point():
+                p.data = p.data.to(dtype)
+        for k, b in m._buffers.items():
+            if b is not None and b.is_floating_point():
+                m._buffers[k] = b.to(dtype)
+
+
+def _lora_base_name(name: str) -> str | None:
+    """A LoRA-wrapped LFM2 tensor's name in the pretrained checkpoint (None: an adapter, not in it)."""
+    return None if ".lora_" in name else name.replace(".base_layer.", ".")
 
 
 def model_from_config(d: dict) -> TeacherModel:
@@ -285,5 +388,5 @@ def teacher_tiny(pretrained: bool = True, **overrides) -> TeacherModel:
 
 TEACHER_CONFIGS = {"teacher_lfm2_700m": teacher_lfm2_700m_config, "teacher_tiny": teacher_tiny_config}
 
-__all__ = ["TeacherConfig", "TeacherModel", "TEACHERS", "TEACHER_CONFIGS", "register_teacher", "create_teacher",
+__all__ = ["TeacherConfig", "TeacherModel", "LoraSettings", "LORA_TARGETS", "TEACHERS", "TEACHER_CONFIGS", "register_teacher", "create_teacher",
            "list_teachers", "model_from_config", "build_teacher", "teacher_lfm2_700m_config", "teacher_tiny_config"]

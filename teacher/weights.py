@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -142,12 +143,14 @@ def _index(folder: Path) -> dict[str, Path]:
 
 
 def load_selected(module: torch.nn.Module, folder: str | Path, prefixes: tuple[str, ...] = ("",),
-                  optional: tuple[str, ...] = ("num_batches_tracked",)) -> LoadReport:
+                  optional: tuple[str, ...] = ("num_batches_tracked",),
+                  rename: Callable[[str], str | None] | None = None) -> LoadReport:
     """Copy the module's tensors from `folder`, looking each one up as `prefix + name` for each prefix.
 
     Only the tensors the module owns are read (one `get_tensor` each); every other tensor in the
     checkpoint stays on disk. A module tensor not found (except names ending in `optional`) or with a
-    different shape raises, naming it.
+    different shape raises, naming it. `rename(name)` maps a module name to its checkpoint name first (None: not
+    in the checkpoint, left as initialised: LoRA adapters).
     """
     folder = Path(folder)
     where = _index(folder)
@@ -155,7 +158,10 @@ def load_selected(module: torch.nn.Module, folder: str | Path, prefixes: tuple[s
     plan: dict[Path, list[tuple[str, str]]] = {}
     absent = []
     for name in state:
-        key = next((p + name for p in prefixes if p + name in where), None)
+        src = rename(name) if rename is not None else name
+        if src is None:
+            continue
+        key = next((p + src for p in prefixes if p + src in where), None)
         if key is None:
             if not name.endswith(optional):
                 absent.append(name)

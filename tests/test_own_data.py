@@ -22,13 +22,13 @@ def own_set(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("synth")
     generate(src, size="small", seed=0, workers=0, progress=False)
     out = tmp_path_factory.mktemp("own") / "my_videos"
-    assert cli(["data", "convert", str(src), "--to", "folder", "--out", str(out), "--classes", "happy,sad,angry"]) == 0
+    assert cli(["data", "convert", "--data", str(src), "--to", "folder", "--out", str(out), "--classes", "happy,sad,angry"]) == 0
     return out
 
 
 def test_three_folder_classes_through_teacher_distill_export_predict(own_set, tmp_path, capsys):
     assert sorted(p.name for p in own_set.iterdir()) == CLASSES
-    assert cli(["data", "check", str(own_set), "--data-format", "folder", "--no-progress", "--workers", "0"]) == 0
+    assert cli(["data", "check", "--data", str(own_set), "--data-format", "folder", "--no-progress", "--workers", "0"]) == 0
     assert "36 usable clips of 36 found" in capsys.readouterr().out
 
     data = [f"data.root={own_set}", "data.format=folder", "data.workers=0"]
@@ -52,8 +52,8 @@ def test_three_folder_classes_through_teacher_distill_export_predict(own_set, tm
 
     onnx = tmp_path / "onnx"
     # the data layout comes from the checkpoint's recorded recipe: no --data-format needed
-    assert cli(["export", "--checkpoint", str(student / "best"), "--out", str(onnx), "--data", str(own_set),
-                "--budget", "rtx3050-laptop-4gb", "--latency-seconds", "0.3"]) == 0
+    assert cli(["export", "--model", str(student / "best"), "--out", str(onnx), "--data", str(own_set),
+                "--budget", "rtx3050-laptop-4gb", "--runs", "3"]) == 0
     sidecar = json.loads((onnx / "model.json").read_text())
     assert sidecar["input_contract"]["class_names"] == CLASSES and sidecar["accuracy"]["n"] == 6
     assert "folder" in capsys.readouterr().out

@@ -104,7 +104,7 @@ def test_wheel_in_a_fresh_venv_runs_from_an_empty_folder(wheel, tmp_path):
     work = tmp_path / "empty"
     work.mkdir()
     exe = str(venv / "bin" / "emodistill")
-    for cmd in (["env", "--check"], ["config", "list"], ["teacher", "info", "teacher_lfm2_700m"]):
+    for cmd in (["env", "--check"], ["config", "list"], ["teacher", "info", "--model", "teacher_lfm2_700m"]):
         r = subprocess.run([exe, *cmd], cwd=work, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, (cmd, r.stdout[-2000:], r.stderr[-3000:])
     r = subprocess.run([str(py), "-c", "import importlib.util as u; print([n for n in ('teacher', 'student', "

@@ -2,10 +2,10 @@
 
     emodistill bench --teacher runs/teacher --student runs/distill/student_xs --data data/synth --out bench/
     emodistill bench --teacher teacher_tiny --student student_xs --out bench/    # presets: random weights
-    python -m emodistill.app.bench ...                                             # the same
+    python -m emodistill.app.bench ...                                             # the same (an alias)
 
 A model is a checkpoint folder or a preset name (random weights: latency only, said in the report). Each
-runtime is timed for `--seconds` per batch size after a warm-up (`emodistill.core.timing`: wall clock, CPU; p50,
+runtime is timed for `--runs` runs per batch size after `--warmup` untimed ones (`emodistill.core.timing`: wall clock, CPU; p50,
 p90, p95, mean, min); the same thread count for PyTorch and ONNX Runtime. INT8 is static QDQ calibrated on
 training clips (`--data`) or, without data, on random inputs (fine for latency, not for accuracy). A runtime
 that fails (e.g. a teacher op the ONNX exporter cannot take) is recorded with its error and the bench goes on.
@@ -30,18 +30,32 @@ logger = logging.getLogger(__name__)
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default=None, help="teacher checkpoint folder or preset name (e.g. teacher_tiny)")
-    p.add_argument("--student", default="student_xs", help="student checkpoint folder or preset name")
-    p.add_argument("--out", required=True, help="output folder (bench.json, bench.md, the ONNX files)")
-    p.add_argument("--data", default=None, help="dataset root: INT8 calibration on its training clips")
-    p.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 16], help="batch sizes to time")
-    p.add_argument("--seconds", type=float_above(0), default=3.0, help="timed seconds per runtime and batch size")
-    p.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads for PyTorch and ONNX Runtime")
-    p.add_argument("--calib-samples", type=int_at_least(1), default=32, help="clips for INT8 calibration")
-    p.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
-    p.add_argument("--pipeline-video", help="video for the student's pipeline row (`predict --stream`: decode, "
-                   "face, preprocess, audio, model per window); default: 10 synthetic clips in a row")
-    p.add_argument("--no-pipeline", action="store_true", help="skip the pipeline row")
+    from ..core.cli_args import add_batch_size, add_data, add_out, add_runs, add_threads, retire
+
+    g = p.add_argument_group("models and data")
+    g.add_argument("--teacher", default=None, metavar="PATH",
+                   help="teacher checkpoint folder or preset name (e.g. teacher_tiny)")
+    g.add_argument("--student", default="student_xs", metavar="PATH", help="student checkpoint folder or preset name")
+    add_out(g, required=True, help="output folder (bench.json, bench.md, the ONNX files)")
+    add_data(g, help="dataset root: INT8 calibration on its training clips", format_help=None)
+    g.add_argument("--calib-samples", type=int_at_least(1), default=32, help="clips for INT8 calibration")
+    g = p.add_argument_group("what to time")
+    add_batch_size(g, [1, 16], nargs="+", help="batch sizes to time")
+    add_runs(g, what="per runtime and batch size")
+    add_threads(g, help="CPU threads for PyTorch and ONNX Runtime")
+    g.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
+    g.add_argument("--pipeline-video", help="video for the student's pipeline row (`predict --stream`: decode, "
+                   "face, preprocess, audio, model per window; none: 10 synthetic clips in a row)")
+    g.add_argument("--no-pipeline", action="store_true", help="skip the pipeline row")
+    retire(p, "--batch-sizes", "batch_size", "--batch-size", type=int_at_least(1), nargs="+")
+    retire(p, "--seconds", "seconds", "--runs / --warmup", type=float_above(0))
+
+
+def _timing_kw(args) -> dict:
+    """--runs/--warmup, or the retired --seconds (at least 5 runs and that long, as before)."""
+    if getattr(args, "seconds", None):
+        return {"warmup": 2, "repeats": 5, "seconds": args.seconds}
+    return {"warmup": args.warmup, "repeats": args.runs, "seconds": 0.0, "max_runs": args.runs}
 
 
 def default_preprocess(model: torch.nn.Module) -> dict | None:
@@ -100,12 +114,12 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
     entry = {"role": role, "model": ref, "source": source, "preprocess": pre,
              "params": sum(p.numel() for p in model.parameters()), "rows": [], "files": {}}
     wrapper = ExportWrapper(model).eval()
-    inputs = {b: random_inputs(dims, b, seed=b) for b in args.batch_sizes}
+    inputs = {b: random_inputs(dims, b, seed=b) for b in args.batch_size}
 
     def add(runtime: str, fn_for_batch: Callable[[int], Callable[[], object]]):
-        for b in args.batch_sizes:
+        for b in args.batch_size:
             try:
-                row = time_callable(fn_for_batch(b), warmup=2, repeats=5, seconds=args.seconds)
+                row = time_callable(fn_for_batch(b), **_timing_kw(args))
             except Exception as e:  # one failing runtime must not end the bench
                 logger.warning("%s %s batch %d failed: %s", role, runtime, b, e)
                 row = {"error": f"{type(e).__name__}: {e}"}
@@ -160,8 +174,11 @@ def bench_model(args, role: str, ref: str, out: Path, fallback_pre: dict | None 
 
 
 def _markdown(report: dict) -> str:
+    t = report["timing"]
+    per_row = (f"{t['seconds']} s (>= {t['repeats']} runs)" if t["seconds"] else f"{t['repeats']} runs") + \
+        f" per row after {t['warmup']} warm-up runs"
     lines = ["# emodistill bench", "",
-             f"CPU threads: {report['threads']}; {report['seconds']} s per row after warm-up; wall clock, "
+             f"CPU threads: {report['threads']}; {per_row}; wall clock, "
              f"median and p95 in ms. torch {report['versions'].get('torch')}, onnxruntime "
              f"{report['versions'].get('onnxruntime')}.", ""]
     for m in report["models"]:
@@ -205,7 +222,7 @@ def run_bench(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    report = {"threads": args.threads, "seconds": args.seconds, "batch_sizes": args.batch_sizes,
+    report = {"threads": args.threads, "timing": _timing_kw(args), "batch_sizes": args.batch_size,
               "versions": versions(), "cuda": torch.cuda.is_available(), "models": []}
     loaded = getattr(args, "loaded", {})  # role -> (model, preprocess), for API callers and tests
     student_pre = None
@@ -226,10 +243,9 @@ def run_bench(args) -> int:
 
 def register(sub) -> None:
     b = sub.add_parser("bench", help="teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8",
-                       description="Benchmark teacher and student: PyTorch eager, ONNX Runtime FP32 and INT8 at "
+                       description="See how much faster the student is than the teacher on this CPU: PyTorch eager, ONNX Runtime FP32 and INT8 at "
                                    "batch 1 and 16 (p50, p95), and the student's whole streaming pipeline; writes "
-                                   "bench.json and bench.md.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "bench.json and bench.md.")
     add_bench_arguments(b)
     b.set_defaults(func=run_bench)
 
@@ -238,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m emodistill.app.bench ...`: the same as `emodistill bench ...`."""
     from ..core.utils import setup_logging
 
+    from ..core.cli_args import HelpFormatter
+
     parser = argparse.ArgumentParser(prog="python -m emodistill.app.bench", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     add_bench_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(logging.INFO)

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from .. import __version__
+from ..core.cli_args import apply_formatter
 from ..core.errors import EXIT_CODES, EXIT_INPUT, run_guarded
 from ..core.utils import setup_logging
 
@@ -26,8 +27,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("emodistill.export.cli", "export a checkpoint to ONNX (fp32/fp16/int8) or TensorRT and check a budget"),
     "bench": ("emodistill.app.bench", "teacher vs student latency: PyTorch eager vs ONNX Runtime fp32 vs int8"),
     "compare": ("emodistill.app.compare", "teacher vs student (vs baseline, ONNX, TensorRT) report"),
-    "predict": ("emodistill.app.predict", "emotion probabilities for one clip"),
+    "predict": ("emodistill.app.predict", "emotion probabilities for one clip, or a timeline over a stream"),
+    "timeline": ("emodistill.app.timeline", "long test videos of known emotions, and a stream timeline's score"),
     "demo": ("emodistill.app.demo", "whole chain on synthetic data: synth, teacher, distill, export, report"),
+    "distill-bench": ("emodistill.distill.bench", "epoch time: live teacher vs teacher-output cache vs CE-only"),
+    "seeds": ("emodistill.distill.seeds", "KD vs CE-only over seeds (and label fractions): the gain's spread"),
+    "plan": ("emodistill.app.plan", "peak GPU memory of a training recipe per GPU: does it fit your card?"),
+    "calibrate": ("emodistill.export.calibrate", "how far the RTX latency estimate is from published TensorRT tables"),
+    "perf": ("emodistill.export.perf", "size / FLOP / latency-ratio regression check against the baseline"),
+    "gpu-check": ("emodistill.export.gpu_check", "measure the students on this machine's GPU next to the estimate"),
     "config": ("emodistill.app.configs", "list or print the packaged recipes, hardware profiles and budgets"),
     "profiles": ("emodistill.app.configs", "the packaged hardware profiles, one line each"),
     "budgets": ("emodistill.app.configs", "the packaged budgets, one line each"),
@@ -40,9 +48,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emodistill",
         description="Distill an audio-visual emotion recognizer and check that it fits an RTX 3050.",
-        epilog="`emodistill COMMAND --help` explains each command's options.\nexit codes: "
-               + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="`emodistill COMMAND --help` explains each command's options; docs/cli.md the flags they share."
+               "\n\nexit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES.items()),
     )
     parser.add_argument("--version", action="version", version=f"emodistill {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -55,6 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         if name not in sub.choices:
             sub.add_parser(name, help=help_text, add_help=False)
+    apply_formatter(parser)
     return parser
 
 

@@ -24,6 +24,7 @@ from ..core.evaluate import modality_mask
 from ..core.utils import int_at_least
 from ..core.flops import count_flops
 from ..core.metrics import classification_metrics
+from ..core.cli_args import DEFAULT_BUDGET, DEFAULT_RUNS, DEFAULT_WARMUP
 from ..core.timing import time_callable
 from .report import write_report
 
@@ -84,7 +85,7 @@ def _rtx_verdict(model: torch.nn.Module, pre: Preprocess, budget: str, precision
 # ----------------------------------------------------------------------------- collecting
 
 def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_classes: int, budget: str,
-                 repeats: int, robustness: bool) -> dict:
+                 timing: dict, robustness: bool) -> dict:
     import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
     model, meta = load_checkpoint(ckpt, preprocess=pre)
     y_pred, y_true = _predict_torch(model, loader)
@@ -92,7 +93,7 @@ def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_c
     v = torch.rand(1, pre.num_frames, 3, pre.image_size, pre.image_size)
     a = torch.randn(1, pre.num_samples) * 0.1
     with torch.no_grad():
-        lat = time_callable(lambda: model(v, a), warmup=3, repeats=repeats)
+        lat = time_callable(lambda: model(v, a), **timing)
     entry = {
         "name": name, "role": role, "kind": "pytorch", "precision": "fp32", "path": str(ckpt),
         "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
@@ -109,7 +110,7 @@ def _torch_entry(name: str, role: str, ckpt: str, loader, pre: Preprocess, num_c
     return entry
 
 
-def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: str, repeats: int) -> dict:
+def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: str, timing: dict) -> dict:
     import onnxruntime as ort
 
     path = Path(path)
@@ -128,21 +129,21 @@ def _onnx_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: st
         "precision": precision, "path": str(path),
         "metrics": {k: m[k] for k in ("accuracy", "uar", "war", "macro_f1", "per_class_recall", "confusion")},
         "file_mb": path.stat().st_size / 2**20,
-        "cpu_latency": time_callable(lambda: session.run(None, feeds), warmup=3, repeats=repeats),
+        "cpu_latency": time_callable(lambda: session.run(None, feeds), **timing),
         "rtx3050": (_verdict_summary(sidecar["budget"]["verdict"]) if "budget" in sidecar
                     else {"error": "no budget verdict in the sidecar"}),
         "_pred": y_pred, "_true": y_true,
     }
 
 
-def _engine_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: str, repeats: int) -> dict:
+def _engine_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: str, timing: dict) -> dict:
     """A TensorRT engine: its compiled memory and verdict from the sidecar; accuracy and CPU latency are those of
     the ONNX graph it was built from (the engine itself runs only on an NVIDIA GPU of its target)."""
     path = Path(path)
     sidecar = _sidecar(path)
     eng = (sidecar.get("export") or {}).get("engine") or {}
     onnx = path.parent / (sidecar.get("onnx_artifact") or {}).get("file", "model.onnx")
-    entry = _onnx_entry(str(onnx), loader, pre, num_classes, budget, repeats)
+    entry = _onnx_entry(str(onnx), loader, pre, num_classes, budget, timing)
     mb = {k.replace("_bytes", "_mb"): v / 2**20 for k, v in (eng.get("memory") or {}).items()}
     entry.update(name=f"TensorRT {entry['precision'].upper()} ({eng.get('target', '?')})",
                  role=f"tensorrt_{entry['precision']}", kind="tensorrt", path=str(path),
@@ -153,7 +154,7 @@ def _engine_entry(path: str, loader, pre: Preprocess, num_classes: int, budget: 
 
 def _sidecar(path: Path) -> dict:
     """The export sidecar of `path` (predict's lookup), {} when there is none or it is unreadable."""
-    from .predict import ContractError, find_sidecar
+    from .predictor import ContractError, find_sidecar
 
     try:
         cand = find_sidecar(path)
@@ -191,9 +192,10 @@ def _check_inputs(checkpoints: list[str], onnx_files) -> None:
 
 
 def collect(teacher: str, student: str, data: str, baseline: str | None = None, onnx: list[str] = (),
-            split: str = "test", budget: str = "rtx3050-laptop-4gb", repeats: int = 20, batch_size: int = 16,
-            data_split: str = "fixed", fold: int = 0, engines: list[str] = (), seeds: str | None = None) -> dict:
-    """Evaluate every model on the same split and return the report dict (`seeds`: a `python -m emodistill.distill.seeds`
+            split: str = "test", budget: str = DEFAULT_BUDGET, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
+            batch_size: int = 16, protocol: str = "fixed", fold: int = 0, engines: list[str] = (),
+            seeds: str | None = None) -> dict:
+    """Evaluate every model on the same split and return the report dict (`seeds`: a `emodistill seeds`
     summary.json of the same recipe, for the KD gain's spread over paired seeds)."""
     from ..core.data import DataConfig, build_datasets
 
@@ -203,16 +205,17 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
     class_names = s_meta["class_names"]
     saved = recorded_data(s_meta)  # read the data as the student's training did: layout, label map
     keep = {k: saved[k] for k in ("format", "vocal_channel", "label_map") if k in saved}
-    ds = build_datasets(DataConfig(root=data, preprocess=pre, augment=False, split=data_split, fold=fold,
+    ds = build_datasets(DataConfig(root=data, preprocess=pre, augment=False, split=protocol, fold=fold,
                                    classes=class_names, **keep))[split]
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     n = len(class_names)
-    entries = [_torch_entry("Teacher", "teacher", teacher, loader, pre, n, budget, repeats, True),
-               _torch_entry("Student (KD)", "student_kd", student, loader, pre, n, budget, repeats, True)]
+    timing = {"warmup": warmup, "repeats": runs}
+    entries = [_torch_entry("Teacher", "teacher", teacher, loader, pre, n, budget, timing, True),
+               _torch_entry("Student (KD)", "student_kd", student, loader, pre, n, budget, timing, True)]
     if baseline:
-        entries.append(_torch_entry("Student (CE only)", "student_ce", baseline, loader, pre, n, budget, repeats, True))
-    entries += [_onnx_entry(p, loader, pre, n, budget, repeats) for p in onnx]
-    entries += [_engine_entry(p, loader, pre, n, budget, repeats) for p in engines]
+        entries.append(_torch_entry("Student (CE only)", "student_ce", baseline, loader, pre, n, budget, timing, True))
+    entries += [_onnx_entry(p, loader, pre, n, budget, timing) for p in onnx]
+    entries += [_engine_entry(p, loader, pre, n, budget, timing) for p in engines]
 
     t, s = entries[0], entries[1]
     summary = {
@@ -249,8 +252,9 @@ def collect(teacher: str, student: str, data: str, baseline: str | None = None, 
 
 def _run(args: argparse.Namespace) -> int:
     report = collect(args.teacher, args.student, args.data, baseline=args.baseline, onnx=args.onnx or [],
-                     split=args.split, budget=args.budget, repeats=args.repeats, batch_size=args.batch_size,
-                     data_split=args.data_split, fold=args.fold, engines=args.engine or [], seeds=args.seeds)
+                     split=args.split, budget=args.budget, runs=args.runs, warmup=args.warmup,
+                     batch_size=args.batch_size, protocol=args.protocol, fold=args.fold, engines=args.engine or [],
+                     seeds=args.seeds)
     path = write_report(report, args.out)
     s = report["summary"]
     print(f"report: {path}")
@@ -261,20 +265,29 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from ..core.cli_args import add_batch_size, add_budget, add_data, add_out, add_protocol, add_runs, retire
+
     p = sub.add_parser("compare", help="teacher vs student (vs baseline, ONNX, TensorRT) report",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--teacher", required=True, help="teacher checkpoint folder")
-    p.add_argument("--student", required=True, help="distilled student checkpoint folder")
-    p.add_argument("--baseline", help="CE-only student checkpoint folder (same recipe, KD off)")
-    p.add_argument("--onnx", nargs="*", help="exported .onnx files of the student (FP32, INT8, ...)")
-    p.add_argument("--engine", nargs="*", help="TensorRT engines of the student (model.engine with its sidecar)")
-    p.add_argument("--data", required=True, help="dataset root (same format the models were trained on)")
-    p.add_argument("--out", required=True, help="folder for report.md, report.json and plots")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")
-    p.add_argument("--data-split", default="fixed", choices=["fixed", "fold"], help="actor split protocol")
-    p.add_argument("--fold", type=int_at_least(0), default=0, help="fold for --data-split fold (0-5)")
-    p.add_argument("--budget", default="rtx3050-laptop-4gb", help="hardware profile or budget for the RTX 3050 column")
-    p.add_argument("--repeats", type=int_at_least(1), default=20, help="timed repeats per latency figure")
-    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="evaluation batch size")
-    p.add_argument("--seeds", help="summary.json of `python -m emodistill.distill.seeds` (same recipe): the KD gain's spread")
+                       description="See what distillation bought you: teacher, students and exported artifacts side "
+                                   "by side on one test split (accuracy, robustness, size, CPU latency, RTX 3050 "
+                                   "verdicts), as report.md, report.json and plots.")
+    g = p.add_argument_group("models")
+    g.add_argument("--teacher", required=True, metavar="PATH", help="teacher checkpoint folder")
+    g.add_argument("--student", required=True, metavar="PATH", help="distilled student checkpoint folder")
+    g.add_argument("--baseline", metavar="PATH", help="CE-only student checkpoint folder (same recipe, KD off)")
+    g.add_argument("--onnx", nargs="*", metavar="PATH", help="exported .onnx files of the student (FP32, INT8, ...)")
+    g.add_argument("--engine", nargs="*", metavar="PATH",
+                   help="TensorRT engines of the student (model.engine with its sidecar)")
+    g.add_argument("--seeds", metavar="FILE",
+                   help="summary.json of `emodistill seeds` (same recipe): the KD gain's spread")
+    g = p.add_argument_group("data and measurement")
+    add_data(g, required=True, help="dataset root (read in the layout the student was trained on)", format_help=None)
+    g.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")
+    add_protocol(g)
+    add_out(g, required=True, help="folder for report.md, report.json and plots")
+    add_budget(g, help="budget or hardware profile for the RTX 3050 column")
+    add_runs(g, what="of each CPU latency figure (batch 1)")
+    add_batch_size(g, 16, help="evaluation batch size")
+    retire(p, "--data-split", "protocol", "--protocol", choices=["fixed", "fold"])
+    retire(p, "--repeats", "runs", "--runs", type=int_at_least(1))
     p.set_defaults(func=_run)

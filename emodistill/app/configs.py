@@ -31,7 +31,7 @@ def catalogue() -> dict[str, list[dict]]:
     budgets = [_item(n, "budget", BUDGET_DIR / f"{n}.yaml") for n in list_budgets()
                if (BUDGET_DIR / f"{n}.yaml").is_file()]
     # data the estimator reads (export/calibrate.py writes it): listed so that every packaged YAML is accounted for
-    calibration = [{**_item(f.stem, "calibration", f), "command": "python -m emodistill.export.calibrate --write-band",
+    calibration = [{**_item(f.stem, "calibration", f), "command": "emodistill calibrate --write-band",
                     "description": "error band of estimated RTX latencies, leave-one-GPU-out (docs/export.md)"}
                    for f in sorted((HARDWARE_DIR / "calibration").glob("*.yaml"))]
     return {"recipes": recipes, "profiles": profiles, "budgets": budgets, "calibration": calibration}
@@ -42,7 +42,7 @@ def render(cat: dict[str, list[dict]]) -> str:
     lines = [f"packaged configs in {CONFIG_DIR}"]
     titles = {"recipes": "recipes (--config NAME)", "profiles": "hardware profiles (--profile / --budget NAME)",
               "budgets": "budgets (--budget NAME)",
-              "calibration": "estimator calibration (python -m emodistill.export.calibrate --write-band)"}
+              "calibration": "estimator calibration (emodistill calibrate --write-band)"}
     for section, items in cat.items():
         lines.append(f"\n{titles[section]}")
         for i in items:
@@ -87,22 +87,27 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from ..core.cli_args import add_json
+
     p = sub.add_parser("config", help="list or print the packaged recipes, hardware profiles and budgets",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=__doc__.split("\n\n", 1)[1])
+                       description="See the recipes, hardware profiles and budgets that ship with the package, "
+                                   "and copy one to edit.", epilog=__doc__.split("\n\n", 1)[1])
     csub = p.add_subparsers(dest="config_command", metavar="{list,show}", required=True)
-    ls = csub.add_parser("list", help="one line per packaged recipe, profile and budget")
+    ls = csub.add_parser("list", help="one line per packaged recipe, profile and budget",
+                         description="List the packaged recipes, hardware profiles and budgets, one line each.")
     ls.add_argument("--kind", choices=[*RECIPE_KINDS, "hardware"], help="only this kind")
-    ls.add_argument("--json", action="store_true", help="print JSON (name, kind, path, command, description)")
+    add_json(ls, help="print JSON (name, kind, path, command, description)")
     ls.set_defaults(func=run_list)
-    sh = csub.add_parser("show", help="print a packaged YAML (to copy and edit)")
+    sh = csub.add_parser("show", help="print a packaged YAML (to copy and edit)",
+                         description="Print a packaged recipe, profile or budget YAML, to copy and edit.")
     sh.add_argument("name", help="recipe (ravdess_s, distill/ravdess_s), profile or budget name")
     sh.set_defaults(func=run_show)
     for section, what in (("profiles", "hardware profiles (--profile NAME, or --budget NAME: its default budget)"),
                           ("budgets", "latency / memory budgets (--budget NAME)")):
         hp = sub.add_parser(section, help=f"list the packaged {what}, one line each",
-                            description=f"The packaged {what}; `emodistill config show NAME` prints one.")
-        hp.add_argument("--json", action="store_true", help="print JSON (name, path, description)")
+                            description=f"List the packaged {what}, one line each; `emodistill config show NAME` "
+                                        "prints one.")
+        add_json(hp, help="print JSON (name, path, description)")
         hp.set_defaults(func=run_hardware, section=section)
 
 

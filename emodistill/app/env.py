@@ -257,11 +257,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from ..core.cli_args import add_json
+
     p = sub.add_parser("env", help="versions, native libraries, runtimes, extras and GPUs: a table for bug reports",
-                       description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Show what this install runs on (versions, native libraries, runtimes, extras, "
+                                   "GPUs) as a table to paste into a bug report, and check the stack is healthy.")
     p.add_argument("--check", action="store_true", help="exit 1 when a required piece fails (used by CI)")
-    p.add_argument("--json", action="store_true", help="machine-readable rows instead of the table")
+    add_json(p, help="print the rows as JSON instead of the table")
     p.set_defaults(func=run)
 
 

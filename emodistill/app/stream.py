@@ -139,152 +139,203 @@ def _frame_time(frame, fallback: float) -> float:
     return float(frame.time) if frame.time is not None else fallback
 
 
+def _open_streams(container, source: str, pre: Preprocess, stats: StreamStats) -> tuple:
+    """-> (streams to demux, audio ring, mono resampler at the contract rate (None without audio), nominal frame
+    rate, the video stream's declared start in seconds)."""
+    if not container.streams.video:
+        raise DecodeError(f"{source}: no video stream")
+    vs = container.streams.video[0]
+    vs.thread_type = "AUTO"
+    streams, resampler = [vs], None
+    ring = AudioRing(pre.sample_rate, MAX_GAP_S)
+    if container.streams.audio:
+        streams.append(container.streams.audio[0])
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=pre.sample_rate)
+    else:
+        ring.done = True
+        stats.warnings.append("no audio stream: audio masked in every window")
+    rate = float(vs.average_rate or vs.guessed_rate or 0) or 25.0
+    # audio that arrives before the first video frame is placed against the video stream's declared start
+    v_start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
+    return streams, ring, resampler, rate, v_start
+
+
+def _decoded_packets(container, streams: list, source: str, stats: StreamStats, clock: StageClock):
+    """Yields (is_video, decoded frames, t0) per packet until the source ends, fails or is interrupted; t0 is the
+    clock before the read, so the caller's stage time includes it. Corrupt packets and demuxer errors are counted
+    and skipped here (nothing is yielded for them); an undecodable packet yields no frames."""
+    packets, demux_errors = container.demux(*streams), 0
+    while not stats.interrupted:
+        t0 = time.perf_counter()
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError as e:  # a broken container read: count it and read on from there
+            stats.corrupt_packets += 1
+            demux_errors += 1
+            clock.add("decode", time.perf_counter() - t0)
+            if demux_errors >= MAX_DEMUX_ERRORS or isinstance(e, av.ExitError):  # ExitError: read timeout
+                stats.ended_by = f"source failed ({type(e).__name__}: {e})"
+                return
+            logger.warning("%s: demux error (%s), skipped", source, e)
+            packets = container.demux(*streams)  # the old generator is finished after raising
+            continue
+        demux_errors = 0
+        stats.packets += 1
+        is_video = packet.stream.type == "video"
+        if packet.is_corrupt:
+            stats.corrupt_packets += 1
+            clock.add("decode" if is_video else "audio", time.perf_counter() - t0)
+            continue
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as e:
+            stats.corrupt_packets += 1
+            logger.debug("%s: undecodable %s packet skipped (%s)", source, packet.stream.type, e)
+            frames = []
+        yield is_video, frames, t0
+
+
+class _WindowMaker:
+    """What `iter_windows` keeps between packets: the last T grid frames (j, rgb, box), the windows complete in
+    video that wait for their audio (`pending`), the audio ring, and the source clock (`origin` = the first video
+    timestamp, `last_t` = the latest frame's seconds since it)."""
+
+    def __init__(self, pre: Preprocess, opts: StreamOptions, clock: StageClock, stats: StreamStats, track: bool,
+                 ring: AudioRing, resampler, rate: float, v_start: float):
+        self.pre, self.opts, self.clock, self.stats = pre, opts, clock, stats
+        self.ring, self.resampler, self.rate, self.v_start = ring, resampler, rate, v_start
+        self.T, self.step = pre.num_frames, pre.clip_seconds / pre.num_frames
+        self.hop_frames = int(round(snapped_hop(pre, opts.hop) / self.step))
+        self.sampler = GridSampler(self.step)
+        self.tracker = FaceTracker(opts.face_every, opts.face_detector) if track else None
+        self.grid: deque = deque(maxlen=self.T)   # (j, rgb, box)
+        self.pending: deque = deque()             # windows waiting for their audio
+        self.origin = self.last_t = None
+        self.next_window = 0
+        self.cache: list = [None, None]   # (frame, rgb) of the last conversion: a held frame fills several grid points
+
+    def to_rgb(self, frame) -> np.ndarray:
+        """The frame as uint8 RGB [H, W, 3] (source size)."""
+        if self.cache[0] is not frame:  # identity, and the reference keeps the frame alive (no reused id)
+            self.cache[:] = [frame, frame.to_ndarray(format="rgb24")]
+        return self.cache[1]
+
+    def add_grid(self, items) -> None:
+        """Grid frames (j, frame) -> (j, RGB, face box or None) in the grid; a window is complete (pending) once
+        its last grid frame is in."""
+        T, grid = self.T, self.grid
+        for j, frame in items:
+            t0 = time.perf_counter()
+            rgb = self.to_rgb(frame)
+            self.clock.add("decode", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            box = self.tracker.update(rgb) if self.tracker else None
+            self.clock.add("face", time.perf_counter() - t0)
+            grid.append((j, rgb, box))
+            self.stats.grid_frames += 1
+            first = self.next_window * self.hop_frames
+            if j == first + T - 1 and grid[0][0] == first:
+                self.pending.append(Window(self.next_window, first * self.step, (first + T) * self.step,
+                                           [g[1] for g in grid], [g[2] for g in grid]))
+                self.next_window += 1
+
+    def frame_times(self, frames):
+        """Yields (t, frame) per decoded video frame, t in seconds since the first frame: increasing, and a jump of
+        more than MAX_GAP_S re-based to one frame step."""
+        rate = self.rate
+        for frame in frames:
+            t = _frame_time(frame, (self.last_t or 0.0) + 1.0 / rate + (self.origin or 0.0))
+            self.origin = t if self.origin is None else self.origin
+            t = t - self.origin
+            last_t = self.last_t
+            if last_t is not None and abs(t - last_t) > MAX_GAP_S:  # re-base, or it fills hours of grid
+                self.stats.warnings.append(f"video timestamps jump by {t - last_t:.1f} s after {last_t:.1f} s: "
+                                           "treated as a discontinuity")
+                self.origin += t - last_t - 1.0 / rate
+                t = last_t + 1.0 / rate
+            t = t if last_t is None or t > last_t else last_t + 1e-3  # non-monotonic timestamps
+            self.last_t = t
+            self.stats.video_frames += 1
+            yield t, frame
+
+    def add_video(self, frames, t0: float, on_frame) -> None:
+        items, shown = [], []
+        for t, frame in self.frame_times(frames):
+            items += self.sampler.push(t, frame)
+            if on_frame is not None:
+                shown.append((t, frame))
+        self.clock.add("decode", time.perf_counter() - t0)
+        self.add_grid(items)
+        for t, frame in shown:  # outside the timed stages: the overlay is a viewing aid
+            on_frame(t, frame, self.rate)
+
+    def add_audio(self, frames, t0: float) -> None:
+        ring, rate = self.ring, self.pre.sample_rate
+        for frame in frames:
+            t = None if frame.time is None else float(frame.time) - (self.v_start if self.origin is None else
+                                                                      self.origin)
+            frame.pts = None  # the resampler only needs the samples (see decode.read_audio)
+            for out in self.resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1)
+                self.stats.audio_samples += pcm.size
+                ring.add(pcm, t)
+                t = None
+        # keep the audio from the next window's start on, and at most a minute when video stalls
+        needed = self.pending[0].start if self.pending else self.next_window * self.hop_frames * self.step
+        ring.drop_before(max(int(round(needed * rate)), ring.end - 60 * rate))
+        self.clock.add("audio", time.perf_counter() - t0)
+
+    def ready(self, final: bool):
+        """Yields the pending windows whose audio has arrived (or never will), with `audio` float32 [N] cut from
+        the ring."""
+        ring, rate, n_samples = self.ring, self.pre.sample_rate, self.pre.num_samples
+        while self.pending:
+            w = self.pending[0]
+            s0 = int(round(w.start * rate))
+            behind = (self.last_t or 0.0) - ring.end / rate
+            if not (final or ring.done or ring.end >= s0 + n_samples or behind > w.end - w.start + self.opts.audio_lag):
+                return
+            t0 = time.perf_counter()
+            w.audio, w.audio_share = ring.window(s0, n_samples)
+            ring.drop_before(int(round((w.start + self.hop_frames * self.step) * rate)))
+            self.clock.add("audio", time.perf_counter() - t0)
+            yield self.pending.popleft()
+
+    def finish(self) -> None:
+        """The source has ended: its last grid frames in, and a source shorter than one window still gives one."""
+        if self.last_t is not None:
+            self.add_grid(self.sampler.flush(self.last_t + 1.0 / self.rate))
+        grid, T = self.grid, self.T
+        if self.next_window == 0 and grid:  # shorter than one window: pad with the last frame, like `predict`
+            frames_ = [g[1] for g in grid] + [grid[-1][1]] * (T - len(grid))
+            boxes_ = [g[2] for g in grid] + [grid[-1][2]] * (T - len(grid))
+            self.pending.append(Window(0, 0.0, self.pre.clip_seconds, frames_, boxes_))
+            self.stats.warnings.append(f"source shorter than one window ({self.pre.clip_seconds:g} s): last frame "
+                                       "repeated")
+        self.ring.done = True
+
+
 def iter_windows(source: str, pre: Preprocess, opts: StreamOptions, clock: StageClock, stats: StreamStats,
                  track: bool, on_frame=None):
     """Yields `Window`s in order while demuxing `source`. `on_frame(t, frame, fps)` sees every decoded video
     frame (the overlay writer) outside the timed stages."""
-    T = pre.num_frames
-    step = pre.clip_seconds / T
-    hop_frames = int(round(snapped_hop(pre, opts.hop) / step))
-    n_samples = pre.num_samples
     container = open_source(source, opts.format)
     try:
-        if not container.streams.video:
-            raise DecodeError(f"{source}: no video stream")
-        vs = container.streams.video[0]
-        vs.thread_type = "AUTO"
-        streams = [vs]
-        ring = AudioRing(pre.sample_rate, MAX_GAP_S)
-        if container.streams.audio:
-            streams.append(container.streams.audio[0])
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=pre.sample_rate)
-        else:
-            ring.done = True
-            stats.warnings.append("no audio stream: audio masked in every window")
-        rate = float(vs.average_rate or vs.guessed_rate or 0) or 25.0
-        # audio that arrives before the first video frame is placed against the video stream's declared start
-        v_start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
-        sampler = GridSampler(step)
-        tracker = FaceTracker(opts.face_every, opts.face_detector) if track else None
-        grid: deque = deque(maxlen=T)   # (j, rgb, box)
-        pending: deque = deque()        # windows waiting for their audio
-        origin = last_t = None
-        next_window = 0
-        cache: list = [None, None]   # (frame, rgb) of the last conversion: a held frame fills several grid points
-
-        def to_rgb(frame) -> np.ndarray:
-            if cache[0] is not frame:  # identity, and the reference keeps the frame alive (no reused id)
-                cache[:] = [frame, frame.to_ndarray(format="rgb24")]
-            return cache[1]
-
-        def add_grid(items) -> None:
-            nonlocal next_window
-            for j, frame in items:
-                t0 = time.perf_counter()
-                rgb = to_rgb(frame)
-                clock.add("decode", time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                box = tracker.update(rgb) if tracker else None
-                clock.add("face", time.perf_counter() - t0)
-                grid.append((j, rgb, box))
-                stats.grid_frames += 1
-                first = next_window * hop_frames
-                if j == first + T - 1 and grid[0][0] == first:
-                    pending.append(Window(next_window, first * step, (first + T) * step,
-                                          [g[1] for g in grid], [g[2] for g in grid]))
-                    next_window += 1
-
-        def ready(final: bool):
-            """Pending windows whose audio has arrived (or never will)."""
-            while pending:
-                w = pending[0]
-                s0 = int(round(w.start * pre.sample_rate))
-                behind = (last_t or 0.0) - ring.end / pre.sample_rate
-                if not (final or ring.done or ring.end >= s0 + n_samples or behind > w.end - w.start + opts.audio_lag):
-                    return
-                t0 = time.perf_counter()
-                w.audio, w.audio_share = ring.window(s0, n_samples)
-                ring.drop_before(int(round((w.start + hop_frames * step) * pre.sample_rate)))
-                clock.add("audio", time.perf_counter() - t0)
-                yield pending.popleft()
-
-        packets, demux_errors = container.demux(*streams), 0
-        while not stats.interrupted:
-            t0 = time.perf_counter()
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError as e:  # a broken container read: count it and read on from there
-                stats.corrupt_packets += 1
-                demux_errors += 1
-                clock.add("decode", time.perf_counter() - t0)
-                if demux_errors >= MAX_DEMUX_ERRORS or isinstance(e, av.ExitError):  # ExitError: read timeout
-                    stats.ended_by = f"source failed ({type(e).__name__}: {e})"
-                    break
-                logger.warning("%s: demux error (%s), skipped", source, e)
-                packets = container.demux(*streams)  # the old generator is finished after raising
-                continue
-            demux_errors = 0
-            stats.packets += 1
-            is_video = packet.stream.type == "video"
-            if packet.is_corrupt:
-                stats.corrupt_packets += 1
-                clock.add("decode" if is_video else "audio", time.perf_counter() - t0)
-                continue
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as e:
-                stats.corrupt_packets += 1
-                logger.debug("%s: undecodable %s packet skipped (%s)", source, packet.stream.type, e)
-                frames = []
+        streams, ring, resampler, rate, v_start = _open_streams(container, source, pre, stats)
+        maker = _WindowMaker(pre, opts, clock, stats, track, ring, resampler, rate, v_start)
+        for is_video, frames, t0 in _decoded_packets(container, streams, source, stats, clock):
             if is_video:
-                items, shown = [], []
-                for frame in frames:
-                    t = _frame_time(frame, (last_t or 0.0) + 1.0 / rate + (origin or 0.0))
-                    origin = t if origin is None else origin
-                    t = t - origin
-                    if last_t is not None and abs(t - last_t) > MAX_GAP_S:  # re-base, or it fills hours of grid
-                        stats.warnings.append(f"video timestamps jump by {t - last_t:.1f} s after {last_t:.1f} s: "
-                                              "treated as a discontinuity")
-                        origin += t - last_t - 1.0 / rate
-                        t = last_t + 1.0 / rate
-                    t = t if last_t is None or t > last_t else last_t + 1e-3  # non-monotonic timestamps
-                    last_t = t
-                    stats.video_frames += 1
-                    items += sampler.push(t, frame)
-                    if on_frame is not None:
-                        shown.append((t, frame))
-                clock.add("decode", time.perf_counter() - t0)
-                add_grid(items)
-                for t, frame in shown:  # outside the timed stages: the overlay is a viewing aid
-                    on_frame(t, frame, rate)
+                maker.add_video(frames, t0, on_frame)
             else:
-                for frame in frames:
-                    t = None if frame.time is None else float(frame.time) - (v_start if origin is None else origin)
-                    frame.pts = None  # the resampler only needs the samples (see decode.read_audio)
-                    for out in resampler.resample(frame):
-                        pcm = out.to_ndarray().reshape(-1)
-                        stats.audio_samples += pcm.size
-                        ring.add(pcm, t)
-                        t = None
-                # keep the audio from the next window's start on, and at most a minute when video stalls
-                needed = pending[0].start if pending else next_window * hop_frames * step
-                ring.drop_before(max(int(round(needed * pre.sample_rate)), ring.end - 60 * pre.sample_rate))
-                clock.add("audio", time.perf_counter() - t0)
-            yield from ready(False)
-            if opts.max_seconds is not None and last_t is not None and last_t >= opts.max_seconds:
+                maker.add_audio(frames, t0)
+            yield from maker.ready(False)
+            if opts.max_seconds is not None and maker.last_t is not None and maker.last_t >= opts.max_seconds:
                 stats.ended_by = f"--max-seconds {opts.max_seconds:g}"
                 break
-        if last_t is not None:
-            add_grid(sampler.flush(last_t + 1.0 / rate))
-        if next_window == 0 and grid:  # shorter than one window: pad with the last frame, like `predict`
-            frames_ = [g[1] for g in grid] + [grid[-1][1]] * (T - len(grid))
-            boxes_ = [g[2] for g in grid] + [grid[-1][2]] * (T - len(grid))
-            pending.append(Window(0, 0.0, pre.clip_seconds, frames_, boxes_))
-            stats.warnings.append(f"source shorter than one window ({pre.clip_seconds:g} s): last frame repeated")
-        ring.done = True
-        yield from ready(True)
+        maker.finish()
+        yield from maker.ready(True)
     finally:
         container.close()
 

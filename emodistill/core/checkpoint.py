@@ -41,8 +41,11 @@ def _dir(path: str | Path) -> Path:
 
 
 def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Preprocess | dict,
-                    class_names: list[str], extra: dict[str, Any] | None = None) -> Path:
-    """Write `model` (which must provide `family` and `get_config()`) to the folder `out`."""
+                    class_names: list[str], extra: dict[str, Any] | None = None,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` (which must provide `family` and `get_config()`) to the folder `out`. `state_dict`: its
+    weights when `model` cannot give them itself (a sharded model's, gathered by
+    emodistill.core.sharding.full_state_dict on every process); default `model.state_dict()`."""
     out = _dir(out)
     out.mkdir(parents=True, exist_ok=True)
     pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess.model_validate(preprocess)
@@ -52,7 +55,8 @@ def save_checkpoint(out: str | Path, model: torch.nn.Module, *, preprocess: Prep
                               "its family (emodistill.core.model.AVModel)")
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in
+             (model.state_dict() if state_dict is None else state_dict).items()}
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     meta = {
@@ -251,8 +255,10 @@ def _load_state(model: torch.nn.Module, weights: Path, map_location: str) -> Non
     except Exception as e:  # SafetensorError (truncated / not safetensors) has no useful base class
         raise CheckpointError(f"{weights}: unreadable safetensors file ({e}); it is truncated or not a "
                               "checkpoint, save or copy it again") from None
+    from .sharding import load_full_state_dict
+
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = load_full_state_dict(model, state)  # a sharded model keeps its own shards
     except RuntimeError as e:  # shape mismatches
         raise CheckpointError(f"{weights}: weights do not fit the model in {META}: {str(e).splitlines()[-1].strip()}"
                               ) from None

@@ -161,7 +161,8 @@ KIND_NAMES = {"data": ("a data recipe", "emodistill data prepare"),
               "distill": ("a distillation recipe", "emodistill distill"),
               "hardware": ("a hardware profile or budget", "emodistill export --budget")}
 _HEADER_KINDS = ((r"emodistill data prepare\b", "data"), (r"emodistill teacher train\b", "teacher"),
-                 (r"emodistill distill\b", "distill"), (r"(python -m )?emodistill[ .]export\b", "hardware"))
+                 (r"emodistill distill\b", "distill"), (r"(python -m )?emodistill[ .]export\b", "hardware"),
+                 (r"emodistill (gpu-check|plan|calibrate)\b", "hardware"))
 
 
 def _kind_of_keys(keys) -> str | None:

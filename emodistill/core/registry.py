@@ -1,7 +1,8 @@
 """timm-style registries: `@REG.register def preset(**kw)` and `REG.create("preset", **kw)`.
 
 An entry may carry tags (`@REG.register(role="student")`), read back with `REG.tags(name)` and used to filter
-`REG.names(role="student")`.
+`REG.names(role="student")`. `Registry(kind, plugins=[module, ...])` imports those modules (which register more
+entries and may import the registry's own module) the first time the registry is read.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from .errors import UnknownNameError
 class Registry:
     """Named factories of one kind (students, teachers, fusions, losses, ...)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
         self.kind = kind
         self._fns: dict[str, Callable[..., Any]] = {}
         self._tags: dict[str, dict[str, Any]] = {}
+        self._plugins = list(plugins)
+
+    def _load_plugins(self) -> None:
+        import importlib
+
+        while self._plugins:  # by name, at first use: a plugin builds on the module that defines the registry
+            importlib.import_module(self._plugins.pop(0))
 
     def register(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, **tags: Any):
         def deco(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,6 +40,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         """The factory (function or class) registered under `name`."""
+        self._load_plugins()
         if name not in self._fns:
             raise UnknownNameError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._fns))}")
         return self._fns[name]
@@ -46,9 +55,11 @@ class Registry:
 
     def names(self, **tags: Any) -> list[str]:
         """Registered names, sorted; with `tags`, only those registered with these tag values."""
+        self._load_plugins()
         return sorted(n for n in self._fns if all(self._tags[n].get(k) == v for k, v in tags.items()))
 
     def __contains__(self, name: str) -> bool:
+        self._load_plugins()
         return name in self._fns
 
     def __repr__(self) -> str:

@@ -24,6 +24,10 @@ Exact resume is one mechanism for both (`--resume`): `save_training_state` write
 grad scaler, every process's RNG and the loop position through `core.state` at each epoch end (and every
 `save_every_steps` optimiser steps); `resume_training` puts all of it back and says where to go on, and the
 loop skips the batches of the epoch it already did (`accelerator.skip_first_batches`).
+
+`train.sharding` (none | ddp | fsdp) chooses the multi-process layout (emodistill.core.sharding): the loops call
+`shard_model` before building the optimiser and `prepare_with_model` instead of `accelerator.prepare`; a sharded
+model's state is written by every process (`save_training_state`), its checkpoints gathered on rank 0.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from .checkpoint import load_weights
 from .config import BaseConfig, ConfigError
 from .evaluate import Missing, evaluate
 from .optim import warmup_cosine
-from .state import latest_state, load_state, rng_state, save_state, set_rng_state
+from .sharding import Sharding, is_sharded
+from .state import latest_state, load_state, new_state_folder, rng_state, save_state, set_rng_state, write_tensors
 from .utils import finish_distributed, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -78,6 +83,9 @@ class TrainConfig(BaseConfig):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None = torch default)")
     save_every_steps: int = Field(0, ge=0, description="also write the resumable state every N optimiser steps "
                                   "(it is always written at the end of each epoch)")
+    sharding: Sharding = Field("none", description="none: the whole model on every process (DDP when launched on "
+                               "several); ddp: the same, said explicitly; fsdp: FSDP2, parameters, gradients and "
+                               "optimiser state split over the processes (emodistill.core.sharding)")
 
 
 def moved_keys(data: Any, moves: dict[str, str], note: str = "") -> None:
@@ -185,12 +193,24 @@ def save_training_state(state_root: str | Path, accelerator, *, model: torch.nn.
     from accelerate.utils import gather_object
 
     rngs = gather_object([rng_state()])
+    position = {"partial": {}, **position}
+    shards = _write_shards(state_root, accelerator, model, optimizer, position) if is_sharded(model) else {}
     if accelerator.is_main_process:
-        save_state(state_root, model=model, optimizer=optimizer, scheduler=scheduler, rng=rngs,
-                   position={"partial": {}, **position},
+        save_state(state_root, model=model, optimizer=optimizer, scheduler=scheduler, rng=rngs, position=position,
                    extra={**(extra or {}), "book": book, "config_hash": config_hash,
-                          "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler else None})
+                          "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler else None}, **shards)
     accelerator.wait_for_everyone()
+
+
+def _write_shards(state_root: str | Path, accelerator, model: torch.nn.Module, optimizer, position: dict) -> dict:
+    """A sharded model: the main process opens the state's folder, every process writes its own shards of the
+    model and optimiser into it -> save_state's `folder` and `shards` (each file's sha256, in rank order)."""
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    folder = [str(new_state_folder(state_root, position)) if accelerator.is_main_process else None]
+    broadcast_object_list(folder)
+    sha = write_tensors(folder[0], model, optimizer, rank=accelerator.process_index)
+    return {"folder": folder[0], "shards": gather_object([sha])}
 
 
 def resume_training(state_root: str | Path, accelerator, *, model: torch.nn.Module, optimizer, scheduler,
@@ -201,7 +221,8 @@ def resume_training(state_root: str | Path, accelerator, *, model: torch.nn.Modu
     if found is None:
         logger.warning("--resume: no training state under %s; starting from scratch", state_root)
         return None
-    meta = load_state(found, model=model, optimizer=optimizer, scheduler=scheduler)
+    meta = load_state(found, model=model, optimizer=optimizer, scheduler=scheduler,
+                      process=(accelerator.process_index, accelerator.num_processes))
     pos, extra = meta["position"], meta["extra"]
     if extra.get("config_hash") != config_hash:
         logger.warning("--resume: the config differs from the one that wrote %s", found)
@@ -258,16 +279,26 @@ def finish_run(accelerator, output_dir: str | Path, metrics: dict) -> dict:
 
 def add_recipe_args(parser: argparse.ArgumentParser, configs: str, example: str,
                     moved_aside: str) -> argparse.ArgumentParser:
-    """--config, --set, --force and --resume of a training command (`configs`: where its YAMLs live)."""
-    parser.add_argument("--config", required=True, help=f"YAML recipe ({configs})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override a config value, e.g. {example}")
+    """--config, --set, --out, --force and --resume of a training command (`configs`: where its YAMLs live)."""
+    from .cli_args import add_set
+
+    parser.add_argument("--config", required=True, help=f"YAML recipe ({configs}) or a packaged recipe's name")
+    add_set(parser, help=f"override a config value, e.g. {example} (repeatable)")
+    parser.add_argument("--out", metavar="DIR", action=_OutputDir, default=argparse.SUPPRESS,
+                        help="output folder of the run (the same as --set output_dir=DIR)")
     parser.add_argument("--force", action="store_true",
                         help=f"start over in an output_dir that holds a run: its {moved_aside} are moved to "
                              "<output_dir>/replaced-<UTC time>/ first")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output_dir>/state exactly where the last run stopped")
     return parser
+
+
+class _OutputDir(argparse.Action):
+    """`--out DIR` of a recipe command: an `output_dir=DIR` override, in order with the --set ones."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.overrides = [*(getattr(namespace, "overrides", None) or []), f"output_dir={values}"]
 
 
 __all__ = ["TrainConfig", "METRIC_KEYS", "moved_keys", "mixed_precision", "build_accelerator", "flat_config",

@@ -47,7 +47,7 @@ def exported(work):
     try:
         with contextlib.redirect_stdout(stdout):
             sidecar = emo.export_model(work["run"], out=work["dir"] / "onnx", budget=BUDGET,
-                                       budget_set={"precision": "fp32"}, latency_seconds=0.1, parity_samples=4)
+                                       budget_set={"precision": "fp32"}, runs=3, parity_samples=4)
     finally:
         log.removeHandler(handler)
     return {"sidecar": sidecar, "out": work["dir"] / "onnx", "stdout": stdout.getvalue(),
@@ -150,8 +150,8 @@ def test_export_defaults_are_the_commands(work, tmp_path, monkeypatch):
     assert e.value.sidecar == {"budget": {"verdict": {"passed": False}}}
     parser = argparse.ArgumentParser()
     export_run.add_export_arguments(parser)
-    want = vars(parser.parse_args(["--checkpoint", str(work["run"] / "best"), "--out", str(tmp_path / "out")]))
-    assert seen == {**want, "int8_mode": "dynamic", "budget_set": ["max_p95_ms=20"]}
+    want = vars(parser.parse_args(["--model", str(work["run"] / "best"), "--out", str(tmp_path / "out")]))
+    assert seen == {**want, "int8_mode": "dynamic", "overrides": ["budget.max_p95_ms=20"]}
 
 
 def test_read_report_of_a_compare_folder(tmp_path):

@@ -16,7 +16,7 @@ from export_toys import ToyAV, ToyClips, train_toy  # noqa: E402
 def pytest_addoption(parser):
     parser.addoption("--update-perf-baseline", action="store_true", default=False,
                      help="perf tests rewrite tests/export/perf_baseline.json instead of comparing "
-                          "(same as EMODISTILL_UPDATE_PERF_BASELINE=1 or `python -m emodistill.export.perf --update-baseline`)")
+                          "(same as EMODISTILL_UPDATE_PERF_BASELINE=1 or `emodistill perf --update-baseline`)")
 
 
 @pytest.fixture

@@ -42,8 +42,8 @@ def trained_xs(synth_root, tmp_path_factory):
 
 
 def _export(ckpt, data, out, precision, *extra):
-    rc = export_main(["--checkpoint", str(ckpt), "--precision", precision, "--data", str(data),
-                   "--budget", "rtx3050-laptop-4gb", "--out", str(out), "--latency-seconds", "0.5", *extra])
+    rc = export_main(["--model", str(ckpt), "--precision", precision, "--data", str(data),
+                   "--budget", "rtx3050-laptop-4gb", "--out", str(out), "--runs", "3", *extra])
     return rc, json.loads((out / "model.json").read_text())
 
 

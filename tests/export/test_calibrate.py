@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from emodistill.export import calibrate as C
-from emodistill.export.calibrate import (DATA_DIR, TARGETS, Table, band_from, fit_excluding, grid_predictions,
-                                         leave_one_gpu_out, load_table, load_tables, spearman, weighted_quantile)
+from emodistill.export.calibrate import (DATA_DIR, TARGETS, TIMING_METHODS, Table, band_from, base_predictions,
+                                         fit_excluding, fit_excluding_by_method, grid_predictions, leave_one_gpu_out,
+                                         load_table, load_tables, spearman, weighted_quantile)
 from emodistill.export.estimate import count_costs, estimate, tile_utilization
 from emodistill.export.profiles import load_profile
 
@@ -27,6 +28,11 @@ def test_every_table_states_its_source_date_and_conditions():
         assert t.date_read and t.conditions["batch"] == 1 and "fp16" in t.conditions["precision"]
         assert t.conditions["input"] and "transfer_included" in t.conditions
         assert all(r["ms"] > 0 and r["builder"] in ("torchvision", "timm") for r in t.rows)
+        # how it was timed is stated in every table (known before anything is predicted)
+        assert t.conditions["timing_method"] in TIMING_METHODS and t.timing_method == t.conditions["timing_method"]
+    # a per-method cost can be fitted on other GPUs only if a method is timed on at least two GPUs
+    for method in ("trtexec", "host-loop"):
+        assert len({t.gpu for t in tables if t.timing_method == method}) >= 2
 
 
 def test_a_table_without_its_source_is_refused(tmp_path):
@@ -35,6 +41,15 @@ def test_a_table_without_its_source_is_refused(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="source"):
+        load_table(bad)
+
+
+def test_a_table_with_an_unknown_timing_method_is_refused(tmp_path):
+    d = json.loads(next(DATA_DIR.glob("*.json")).read_text())
+    d["conditions"]["timing_method"] = "stopwatch"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="timing_method"):
         load_table(bad)
 
 
@@ -105,6 +120,64 @@ def test_leave_one_gpu_out_reports_each_gpu_on_constants_fitted_on_the_others():
     assert "NOT MET" in C.render(res) or "MET" in C.render(res)
 
 
+def _method_tables(methods: dict[str, str], truth: dict[str, float], consts: dict):
+    """Toy tables whose published figures ARE the estimator's, with the per-kernel cost `truth[method]` of each
+    GPU's timing method and the shared `consts`."""
+    traces = {("torchvision", f"toy{w}", (32, 32)): _toy_trace(w) for w in (8, 32, 128)}
+    tables = []
+    for g, m in methods.items():
+        prof = load_profile(g)
+        prof = prof.model_copy(update={"estimator": prof.estimator.model_copy(
+            update={**consts, "kernel_overhead_us": truth[m]})})
+        rows = [{"model": f"toy{w}", "builder": "torchvision", "input_hw": [32, 32],
+                 "ms": estimate(traces[("torchvision", f"toy{w}", (32, 32))], prof, include_transfer=False).p50_ms}
+                for w in (8, 32, 128)]
+        tables.append(Table(g, "published", {"title": "test", "url": "-"}, "2026-12-03", {"timing_method": m}, rows,
+                            f"{g}.json"))
+    return tables, traces
+
+
+def test_the_per_method_fit_recovers_each_methods_cost_from_the_other_gpus():
+    consts = {"eff_tensor": 0.6, "eff_mem": 0.8, "gemm_tile": 0}
+    methods = {"jetson-agx-xavier": "host-loop", "jetson-nano": "host-loop", "rtx3090": "trtexec",
+               "jetson-agx-orin": "trtexec", "tesla-t4": "unstated"}
+    tables, traces = _method_tables(methods, {"trtexec": 2, "host-loop": 14, "unstated": 8}, consts)
+    res = leave_one_gpu_out(tables, traces, GRID | {"kernel_overhead_us": [2, 8, 14]})
+    folds = {f["gpu"]: f for f in res["folds"]}
+    for g in ("jetson-agx-xavier", "rtx3090"):  # the method is timed on another GPU: its cost is recovered exactly
+        f = folds[g]
+        assert {k: f["constants"][k] for k in consts} == consts
+        assert f["constants"]["kernel_overhead_us_by_method"][methods[g]] == (14 if methods[g] == "host-loop" else 2)
+        assert f["summary"]["median_abs_pct"] == pytest.approx(0, abs=1e-6)
+        assert {r["kernel_overhead_us"] for r in f["rows"]} == {14 if methods[g] == "host-loop" else 2}
+    # T4's method is on no other GPU: it gets the one cost that best fits all the other tables, not its own 8 us
+    t4 = folds["tesla-t4"]
+    assert "unstated" not in t4["constants"]["kernel_overhead_us_by_method"]
+    assert {r["kernel_overhead_us"] for r in t4["rows"]} == {t4["constants"]["kernel_overhead_us"]}
+    assert "unstated" in res["fit_on_all"]["constants"]["kernel_overhead_us_by_method"]
+    # one cost for all methods cannot fit both 2 and 14 us
+    single = leave_one_gpu_out(tables, traces, GRID | {"kernel_overhead_us": [2, 8, 14]}, by_method=False)
+    assert max(f["summary"]["median_abs_pct"] for f in single["folds"]) > 1
+
+
+def test_the_per_method_fit_never_sees_the_held_out_gpu():
+    methods = {"jetson-agx-xavier": "host-loop", "jetson-nano": "host-loop", "rtx3090": "trtexec",
+               "jetson-agx-orin": "trtexec"}
+    tables, traces = _method_tables(methods, {"trtexec": 2, "host-loop": 14}, {"eff_tensor": 0.6, "eff_mem": 0.8,
+                                                                              "gemm_tile": 0})
+    profiles = {g: load_profile(g) for g in methods}
+    points = C._points(tables, traces, profiles)
+    combos, base, launches = base_predictions(points, GRID)
+    ks = GRID["kernel_overhead_us"]
+    for held in methods:
+        best, _ = fit_excluding_by_method(points, combos, base, launches, ks, held)
+        wild = [dict(p, published_ms=p["published_ms"] * (50 if p["gpu"] == held else 1)) for p in points]
+        assert fit_excluding_by_method(wild, combos, base, launches, ks, held)[0] == best
+    wild = [dict(p, published_ms=p["published_ms"] * (50 if p["gpu"] == "rtx3090" else 1)) for p in points]
+    assert (fit_excluding_by_method(wild, combos, base, launches, ks, "jetson-agx-orin")[0]
+            != fit_excluding_by_method(points, combos, base, launches, ks, "jetson-agx-orin")[0])
+
+
 def test_vectorized_roofline_equals_estimate():
     trace = _toy_trace(64)
     for name in ("jetson-agx-xavier", "rtx3090", "jetson-nano"):
@@ -112,8 +185,12 @@ def test_vectorized_roofline_equals_estimate():
         for consts in ({"eff_tensor": 0.3, "eff_mem": 0.5, "kernel_overhead_us": 2, "gemm_tile": 0},
                        {"eff_tensor": 0.8, "eff_mem": 0.9, "kernel_overhead_us": 14, "gemm_tile": 64}):
             p = prof.model_copy(update={"estimator": prof.estimator.model_copy(update=consts)})
-            assert C._Vectorized(trace, prof).p50_ms(**consts) == pytest.approx(
-                estimate(trace, p, include_transfer=False).p50_ms, rel=1e-9)
+            v = C._Vectorized(trace, prof)
+            assert v.p50_ms(**consts) == pytest.approx(estimate(trace, p, include_transfer=False).p50_ms, rel=1e-9)
+            # the per-kernel cost is linear: base + cost x launches (what the per-method fit relies on)
+            shared = {k: consts[k] for k in ("eff_tensor", "eff_mem", "gemm_tile")}
+            assert v.base_ms(**shared) + consts["kernel_overhead_us"] * 1e-3 * v.n_launches == pytest.approx(
+                v.p50_ms(**consts), rel=1e-9)
 
 
 def test_band_arithmetic_weights_each_gpu_equally():

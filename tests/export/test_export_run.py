@@ -23,12 +23,12 @@ def xs_checkpoint(tmp_path_factory):
                            preprocess=model.config.default_preprocess, class_names=RAVDESS_CLASSES)
 
 
-FAST = ["--latency-seconds", "0.2", "--parity-samples", "8", "--eval-batch", "8"]
+FAST = ["--runs", "3", "--parity-samples", "8", "--batch-size", "8"]
 
 
 def test_fp32_export_sidecar_and_budget_pass(xs_checkpoint, tmp_path, capsys):
     out = tmp_path / "fp32"
-    rc = export_main(["--checkpoint", str(xs_checkpoint / "model.safetensors"), "--format", "onnx",
+    rc = export_main(["--model", str(xs_checkpoint / "model.safetensors"), "--format", "onnx",
                    "--precision", "fp32", "--budget", "rtx3050-desktop-8gb", "--out", str(out), *FAST])
     printed = capsys.readouterr().out
     assert rc == 0, printed
@@ -51,14 +51,14 @@ def test_fp32_export_sidecar_and_budget_pass(xs_checkpoint, tmp_path, capsys):
     assert side["trtexec"].startswith("trtexec --onnx=")
     assert "ESTIMATED" in printed and "PASS" in printed and "parity vs PyTorch fp32" in printed
     # a second run refuses to overwrite
-    rc = export_main(["--checkpoint", str(xs_checkpoint), "--out", str(out), *FAST])
+    rc = export_main(["--model", str(xs_checkpoint), "--out", str(out), *FAST])
     assert rc == 2 and "refusing to overwrite" in capsys.readouterr().err
 
 
 def test_int8_export_exceeding_the_budget_exits_3_with_a_table(xs_checkpoint, tmp_path, capsys):
     out = tmp_path / "int8"
-    rc = export_main(["--checkpoint", str(xs_checkpoint), "--precision", "int8", "--budget",
-                   "rtx3050-laptop-4gb-realtime", "--budget-set", "max_p50_ms=0.05", "--out", str(out),
+    rc = export_main(["--model", str(xs_checkpoint), "--precision", "int8", "--budget",
+                   "rtx3050-laptop-4gb-realtime", "--set", "budget.max_p50_ms=0.05", "--out", str(out),
                    "--calib-samples", "8", *FAST])
     printed = capsys.readouterr().out
     assert rc == 3, printed
@@ -75,7 +75,7 @@ def test_int8_export_exceeding_the_budget_exits_3_with_a_table(xs_checkpoint, tm
 
 
 def test_budget_precision_mismatch_and_force(xs_checkpoint, tmp_path, capsys):
-    rc = export_main(["--checkpoint", str(xs_checkpoint), "--precision", "fp32",
+    rc = export_main(["--model", str(xs_checkpoint), "--precision", "fp32",
                    "--budget", "rtx3050-laptop-4gb-realtime", "--out", str(tmp_path / "x")])
     assert rc == 2 and "is for int8" in capsys.readouterr().err
     from emodistill.export.run import _prepare_out
@@ -98,10 +98,10 @@ def test_run_py_and_cli_registration(capsys):
 
     parser = argparse.ArgumentParser(prog="emodistill")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", "--checkpoint", "c", "--out", "o", "--precision", "int8"])
-    assert args.func.__name__ == "_export" and args.format == "onnx" and args.budget == "rtx3050-desktop-8gb"
-    args = parser.parse_args(["student", "info", "student_xs", "--latency", "--runs", "3"])
-    assert args.func.__name__ == "_student_info" and args.latency and args.runs == 3 and args.threads == 2
+    args = parser.parse_args(["export", "--model", "c", "--out", "o", "--precision", "int8"])
+    assert args.func.__name__ == "_export" and args.format == "onnx" and args.budget == "rtx3050-laptop-4gb"
+    args = parser.parse_args(["student", "info", "--model", "student_xs", "--latency", "--runs", "3"])
+    assert args.func.__name__ == "_student_info" and args.latency and args.runs == 3 and args.threads == 1
     assert "bench" not in parser._subparsers._group_actions[0].choices  # a top-layer command (emodistill.app.bench)
     for cmd in (["export"], ["student", "info"]):  # every option has a help string
         with pytest.raises(SystemExit):

@@ -1,7 +1,7 @@
 """Latency regression checks (`pytest tests/export -m perf`; CI runs them at this small size).
 
 Deterministic figures must stay within +2% of tests/export/perf_baseline.json, the measured ONNX Runtime
-latency ratio within +25%. Rewrite the baseline with `python -m emodistill.export.perf --update-baseline` (or run these
+latency ratio within +25%. Rewrite the baseline with `emodistill perf --update-baseline` (or run these
 tests with --update-perf-baseline / EMODISTILL_UPDATE_PERF_BASELINE=1) and commit the diff.
 """
 

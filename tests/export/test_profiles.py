@@ -34,6 +34,17 @@ def test_derived_peaks_match_published_figures(name, sms, bw, fp16, int8):
     assert g.peak_fp16_tensor_fp32acc_flops == pytest.approx(g.peak_fp16_tensor_flops / 2)
 
 
+def test_the_orin_profile_matches_its_published_figures():
+    """Jetson AGX Orin 64GB: 16 SMs at 1.3 GHz, 5.3 FP32 TFLOPS and 170 sparse (85 dense) INT8 TOPS in the technical
+    brief, 204.8 GB/s LPDDR5; FP16 tensor at half the INT8 rate."""
+    g = load_profile("jetson-agx-orin").gpu
+    assert g.compute_capability == "8.7" and g.sm_count == 16 and g.cuda_cores == 2048
+    assert g.peak_fp32_flops / 1e12 == pytest.approx(5.3, rel=0.01)
+    assert 2 * g.peak_int8_tensor_ops / 1e12 == pytest.approx(170, rel=0.01)
+    assert g.peak_fp16_tensor_flops == pytest.approx(g.peak_int8_tensor_ops / 2)
+    assert g.memory_bandwidth_gbs == pytest.approx(204.8)
+
+
 def test_budget_files_and_profile_default_budgets():
     assert {"rtx3050-laptop-4gb-realtime", "rtx3050-desktop-8gb-batch16"} <= set(list_budgets())
     b, p = load_budget("rtx3050-laptop-4gb-realtime")

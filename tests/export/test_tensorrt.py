@@ -30,7 +30,7 @@ def test_availability_names_what_is_missing(monkeypatch):
 
 def test_export_command_says_so_plainly_and_exits_nonzero(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    rc = export_main(["--checkpoint", str(tmp_path / "none"), "--format", "tensorrt", "--trt-backend",
+    rc = export_main(["--model", str(tmp_path / "none"), "--format", "tensorrt", "--trt-backend",
                       "torch-tensorrt", "--precision", "fp16", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 5
@@ -40,7 +40,7 @@ def test_export_command_says_so_plainly_and_exits_nonzero(monkeypatch, tmp_path,
 
 @pytest.mark.skipif(availability("fp16")[0], reason="torch-tensorrt and a GPU are present here")
 def test_run_py_script_refuses_tensorrt_here(tmp_path):
-    r = subprocess.run([sys.executable, "export/run.py", "--checkpoint", str(tmp_path), "--format", "tensorrt",
+    r = subprocess.run([sys.executable, "export/run.py", "--model", str(tmp_path), "--format", "tensorrt",
                         "--trt-backend", "torch-tensorrt", "--out", str(tmp_path / "o")], cwd=REPO_ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 5 and "TensorRT export is not possible" in r.stderr

@@ -22,7 +22,7 @@ trt = pytest.importorskip("tensorrt_rtx")
 from emodistill.export.trt_rtx import EngineBuildError, build_engine, parse_memory, sm_target  # noqa: E402
 
 DIMS = Dims.from_preprocess(TOY_PREPROCESS)
-FAST = ["--latency-seconds", "0.2", "--parity-samples", "8", "--eval-batch", "8", "--calib-samples", "8"]
+FAST = ["--runs", "3", "--parity-samples", "8", "--batch-size", "8", "--calib-samples", "8"]
 
 
 def init_bytes(path) -> int:
@@ -98,7 +98,7 @@ def test_export_refuses_a_profile_without_compute_capability(tmp_path, capsys):
     prof["gpu"]["compute_capability"] = None
     prof["name"] = "no-cc"
     (tmp_path / "no-cc.yaml").write_text(json.dumps(prof))  # JSON is YAML
-    rc = export_main(["--checkpoint", str(tmp_path / "none"), "--format", "tensorrt", "--budget",
+    rc = export_main(["--model", str(tmp_path / "none"), "--format", "tensorrt", "--budget",
                       str(tmp_path / "no-cc.yaml"), "--out", str(tmp_path / "out")])
     assert rc == 2 and "'no-cc' has no gpu.compute_capability" in capsys.readouterr().err  # input error
     assert not (tmp_path / "out").exists()
@@ -120,7 +120,7 @@ def xs(tmp_path_factory):
     root = tmp_path_factory.mktemp("xs")
     ckpt = save_checkpoint(root / "ckpt", model, preprocess=model.config.default_preprocess,
                            class_names=RAVDESS_CLASSES)
-    assert export_main(["--checkpoint", str(ckpt), "--format", "onnx", "--budget", "rtx3050-laptop-4gb",
+    assert export_main(["--model", str(ckpt), "--format", "onnx", "--budget", "rtx3050-laptop-4gb",
                         "--out", str(root / "onnx"), *FAST]) == 0
     return ckpt, root, model
 
@@ -130,7 +130,7 @@ def test_student_xs_engine_through_the_cli(xs, precision, capsys):
     ckpt, root, model = xs
     out = root / f"trt_{precision}"
     reuse = ["--onnx", str(root / "onnx" / "model.onnx")] if precision != "fp16" else []
-    rc = export_main(["--checkpoint", str(ckpt), "--format", "tensorrt", "--precision", precision, "--budget",
+    rc = export_main(["--model", str(ckpt), "--format", "tensorrt", "--precision", precision, "--budget",
                       "rtx3050-laptop-4gb", "--out", str(out), *reuse, *FAST])
     text = capsys.readouterr().out
     assert rc == 0, text

@@ -60,9 +60,9 @@ def onnx_export(checkpoint, tmp_path_factory) -> Path:
     out.mkdir()
     for name, text in OLD_EXPORT.items():
         (out / name).write_text(text)
-    rc = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out), "--force",
-               "--latency-seconds", "0.05", "--parity-samples", "2", "--eval-batch", "2",
-               "--budget-set", "precision=fp32"])
+    rc = main(["export", "--model", str(checkpoint), "--format", "onnx", "--out", str(out), "--force",
+               "--runs", "3", "--parity-samples", "2", "--batch-size", "2",
+               "--set", "budget.precision=fp32"])
     assert rc in (0, 3), rc  # 3: exported fine, over the budget (a verdict, not an error)
     return out
 

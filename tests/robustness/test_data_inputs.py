@@ -98,7 +98,7 @@ def test_synth_manifest_paths_are_never_followed_outside(tmp_path, capsys):
 # ----------------------------------------------------------------------------- data check / prepare
 
 def test_check_missing_folder(tmp_path, capsys):
-    r = cli(capsys, "data", "check", tmp_path / "nope", "--workers", "0", "--no-progress")
+    r = cli(capsys, "data", "check", "--data", tmp_path / "nope", "--workers", "0", "--no-progress")
     assert_clean_error(r, str(tmp_path / "nope"))
 
 
@@ -114,7 +114,7 @@ def test_check_lists_bad_files_with_reasons(dataset, capsys):
     empty = dataset / "Actor_03" / "01-01-05-01-02-01-03.mp4"
     empty.write_bytes(b"")
     with Unchanged(dataset):
-        r = cli(capsys, "data", "check", dataset, "--workers", "0", "--no-progress", "--strict")
+        r = cli(capsys, "data", "check", "--data", dataset, "--workers", "0", "--no-progress", "--strict")
     assert r.code == 1 and "Traceback" not in r.err
     bad = {line.split(": ", 1)[0].strip(): line.split(": ", 1)[1] for line in r.out.splitlines()
            if line.startswith("  /")}
@@ -223,7 +223,7 @@ def test_check_never_redecodes_a_crashing_clip_in_the_main_process(dataset, tmp_
     crasher.write_bytes((dataset / "Actor_01").glob("01-*.mp4").__next__().read_bytes())
     marker = Path(str(crasher) + ".decoded-in-main")
     monkeypatch.setattr(check, "inspect_clip", crash_in_worker)
-    r = cli(capsys, "data", "check", dataset, "--workers", "1", "--no-progress")
+    r = cli(capsys, "data", "check", "--data", dataset, "--workers", "1", "--no-progress")
     assert r.code == 0 and "Traceback" not in r.err
     assert not marker.exists(), "the crashing clip was decoded in the main process"
     assert f"{crasher}: decode worker process crashed on this file" in r.out

@@ -45,7 +45,7 @@ def test_data_prepare_on_a_recipe_without_data_section_says_what_it_is(tmp_path,
     (["teacher", "train"], "configs/distill/demo.yaml",
      "is a distillation recipe (emodistill distill --config configs/distill/demo.yaml); emodistill teacher train"),
     (["data", "prepare"], "configs/hardware/h200-sxm.yaml",
-     "is a hardware profile or budget (python -m emodistill.export.gpu_check --profile h200-sxm)"),
+     "is a hardware profile or budget (emodistill gpu-check --profile h200-sxm)"),
 ])
 def test_recipe_of_another_kind_is_one_line(command, config, what, capsys):
     r = cli(capsys, *command, "--config", config)
@@ -85,7 +85,7 @@ def two_clips(clips, tmp_path):
 def test_check_counts_agree(two_clips, tmp_path):
     """The scanner's log said `2 clips, 3 bad files`, the report `1 usable clips of 2 found, 4 bad files`."""
     out = tmp_path / "report.json"
-    r = cli_subprocess("data", "check", two_clips, "--workers", "0", "--json", out)
+    r = cli_subprocess("data", "check", "--data", two_clips, "--workers", "0", "--json-out", out)
     assert r.code == 0, r.err
     text = r.out + r.err
     head = "1 usable clips of 2 found, 4 bad files (3 not parsed, 1 not decodable), 0 warnings"
@@ -100,12 +100,12 @@ def test_check_counts_agree(two_clips, tmp_path):
 
 def test_check_progress_off_a_terminal_is_one_line(two_clips):
     """Captured (not a terminal), the bar's redraws piled up on one line: `0/2 ...\\r... 2/2`."""
-    r = cli_subprocess("data", "check", two_clips, "--workers", "0")
+    r = cli_subprocess("data", "check", "--data", two_clips, "--workers", "0")
     assert r.code == 0, r.err
     assert "\r" not in r.err, repr(r.err)
     bars = [ln for ln in r.err.splitlines() if "check clips" in ln]
     assert len(bars) == 1 and re.fullmatch(r"check clips: 2/2 clips in \d+\.\d s", bars[0]), r.err
-    r = cli_subprocess("data", "check", two_clips, "--workers", "0", "--no-progress")
+    r = cli_subprocess("data", "check", "--data", two_clips, "--workers", "0", "--no-progress")
     assert "check clips" not in r.err, r.err
 
 

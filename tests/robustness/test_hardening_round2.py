@@ -89,8 +89,8 @@ def test_a_full_disk_is_a_runtime_failure_naming_the_folder(checkpoint, tmp_path
     monkeypatch.setattr(onnx, "save_model", full)
     monkeypatch.setattr(onnx, "save", full)
     out = tmp_path / "export"
-    r = cli(capsys, "export", "--checkpoint", checkpoint, "--format", "onnx", "--out", out, "--parity-samples", "2",
-            "--latency-seconds", "0.05", "--eval-batch", "2")
+    r = cli(capsys, "export", "--model", checkpoint, "--format", "onnx", "--out", out, "--parity-samples", "2",
+            "--runs", "3", "--batch-size", "2")
     assert_clean_error(r, str(out), "No space left on device", "free some space", code=1)
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".emodistill")]
 
@@ -126,12 +126,12 @@ def test_predict_refuses_a_sidecar_of_other_classes(onnx_export, clips, tmp_path
     assert_clean_error(r, "3 classes", "8")
 
 
-@pytest.mark.parametrize("flag,value", [("--eval-batch", "0"), ("--parity-samples", "-1"),
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--parity-samples", "-1"),
                                         ("--latency-seconds", "-1"), ("--max-batch", "0"), ("--threads", "0")])
 def test_export_option_ranges_are_usage_errors(flag, value, checkpoint, tmp_path, capsys):
     """a17e19d: --eval-batch 0, --latency-seconds -1 and --max-batch 0 exported (exit 0); --parity-samples -1
     failed after the export with `Trying to create tensor with negative dimension` (exit 1)."""
-    r = cli(capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "e", flag, value)
+    r = cli(capsys, "export", "--model", checkpoint, "--out", tmp_path / "e", flag, value)
     assert r.code == 2 and "Traceback" not in r.err, r.err[-2000:]
     assert f"argument {flag}: {value} is out of range" in r.err
     assert not (tmp_path / "e").exists()

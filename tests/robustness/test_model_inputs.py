@@ -123,13 +123,13 @@ def test_export_force_keeps_the_old_export_until_the_new_one_is_complete(onnx_ex
     for name, edit in (("truncated", truncate_weights(False)), ("incomplete", drop_key("model"))):
         bad = broken_checkpoint(checkpoint, tmp_path / name, edit)
         with Unchanged(out):
-            r = cli(capsys, "export", "--checkpoint", bad, "--out", out, "--force", "--budget-set", "precision=fp32")
+            r = cli(capsys, "export", "--model", bad, "--out", out, "--force", "--set", "budget.precision=fp32")
         assert_clean_error(r, str(bad))
     with Unchanged(out):
-        r = cli(capsys, "export", "--checkpoint", checkpoint, "--out", out, "--budget-set", "precision=fp32")
+        r = cli(capsys, "export", "--model", checkpoint, "--out", out, "--set", "budget.precision=fp32")
     assert_clean_error(r, str(out), "--force")
     fresh = tmp_path / "fresh"
-    r = cli(capsys, "export", "--checkpoint", tmp_path / "truncated", "--out", fresh, "--budget-set", "precision=fp32")
+    r = cli(capsys, "export", "--model", tmp_path / "truncated", "--out", fresh, "--set", "budget.precision=fp32")
     assert_clean_error(r, "model.safetensors")
     assert not fresh.exists(), "a failed export left a folder behind"
 
@@ -157,7 +157,7 @@ def _umask() -> int:
 
 
 def test_export_bad_budget_name(checkpoint, tmp_path, capsys):
-    r = cli(capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "o", "--budget", "rtx9999")
+    r = cli(capsys, "export", "--model", checkpoint, "--out", tmp_path / "o", "--budget", "rtx9999")
     assert_clean_error(r, "rtx9999")
     assert not (tmp_path / "o").exists()
 
@@ -171,7 +171,7 @@ def test_compare_bad_inputs_fail_before_decoding(checkpoint, onnx_export, datase
              (["--teacher", checkpoint, "--student", checkpoint, "--onnx", text_onnx], [str(text_onnx)])]
     for args, names in cases:
         with Unchanged(dataset, tmp_path):
-            r = cli(capsys, "compare", *args, "--data", dataset, "--out", tmp_path / "report", "--repeats", "1")
+            r = cli(capsys, "compare", *args, "--data", dataset, "--out", tmp_path / "report", "--runs", "1")
         assert_clean_error(r, *names)
         assert not (dataset / ".emodistill_cache").exists(), "the data was decoded before the inputs were checked"
 

@@ -88,7 +88,7 @@ def test_other_writers_are_refused_by_a_held_folder(command, held, checkpoint, d
     folder, pid = held
     argv = {"teacher train": ["teacher", "train", "--config", "configs/teacher/tiny_synth.yaml", "--set",
                               f"data.root={dataset}", "--set", f"output_dir={folder}"],
-            "export": ["export", "--checkpoint", checkpoint, "--format", "onnx", "--out", folder],
+            "export": ["export", "--model", checkpoint, "--format", "onnx", "--out", folder],
             "data synth": ["data", "synth", "--out", folder, "--size", "small", "--actors", "3"]}[command]
     with Unchanged(tmp_path):
         r = cli(capsys, *argv)

@@ -7,7 +7,7 @@ from emodistill.student.cli import part_flops, preset_dims
 
 
 def test_info_prints_params_and_flops(capsys):
-    assert main(["student", "info", "student_xs"]) == 0
+    assert main(["student", "info", "--model", "student_xs"]) == 0
     out = capsys.readouterr().out
     for part in ("audio", "video", "fusion", "head", "total"):
         assert part in out
@@ -17,7 +17,7 @@ def test_info_prints_params_and_flops(capsys):
 
 
 def test_info_latency_exports_with_the_export_stage_and_times_it(capsys):
-    assert main(["student", "info", "student_xs", "--latency", "--runs", "3", "--warmup", "1", "--threads", "1"]) == 0
+    assert main(["student", "info", "--model", "student_xs", "--latency", "--runs", "3", "--warmup", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("ONNX Runtime CPU latency"))
     assert "`emodistill export` writes" in line and "3 runs after 1 warm-up" in line

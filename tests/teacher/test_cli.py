@@ -14,7 +14,7 @@ def _parse(argv):
 
 
 def test_info_real_preset_counts_offline(capsys):
-    args = _parse(["teacher", "info", "teacher_lfm2_700m"])
+    args = _parse(["teacher", "info", "--model", "teacher_lfm2_700m"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     lfm2 = next(line for line in out.splitlines() if line.strip().startswith("lfm2"))
@@ -24,7 +24,7 @@ def test_info_real_preset_counts_offline(capsys):
 
 
 def test_info_overrides_and_json(capsys):
-    args = _parse(["teacher", "info", "teacher_lfm2_700m", "--set", "num_layers=16", "--json"])
+    args = _parse(["teacher", "info", "--model", "teacher_lfm2_700m", "--set", "num_layers=16", "--json"])
     assert args.func(args) == 0
     import json
 
@@ -34,6 +34,6 @@ def test_info_overrides_and_json(capsys):
 
 
 def test_info_unknown_name():
-    args = _parse(["teacher", "info", "teacher_nope"])
+    args = _parse(["teacher", "info", "--model", "teacher_nope"])
     with pytest.raises(ValueError, match="teacher_tiny"):
         args.func(args)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..utils import lazy_exports
 
 _EXPORTS = {
-    "dataset": ["DataConfig", "build_datasets", "ClipDataset", "augment_frames", "augment_audio"],
+    "dataset": ["DataConfig", "build_datasets", "cache_context", "ClipDataset", "augment_frames", "augment_audio"],
     "cache": ["CacheEntry", "CacheReport", "build_cache", "clip_key", "content_hash", "read_entry"],
     "decode": ["DecodeError", "load_clip"],
     "names": ["FORMATS", "Clip", "ClipName", "NameParseError", "get_format", "parse_name", "register_format",

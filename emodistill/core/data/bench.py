@@ -1,8 +1,8 @@
 """Decode vs cached-read throughput (clips/s), one process.
 
-    python -m emodistill.core.data.bench data/synth                      # demo preprocessing (8 x 64 x 64, 2 s)
-    python -m emodistill.core.data.bench data/synth --hd 4               # + RAVDESS-like 1280x720 30 fps AAC 48 kHz
-    python -m emodistill.core.data.bench data/ravdess --config configs/data/ravdess.yaml
+    emodistill data bench --data data/synth                      # demo preprocessing (8 x 64 x 64, 2 s)
+    emodistill data bench --data data/synth --hd 4               # + RAVDESS-like 1280x720 30 fps AAC 48 kHz
+    emodistill data bench --data data/ravdess --config configs/data/ravdess.yaml
 
 decode = `load_clip` (PyAV decode, frame sampling, face crop, resize, resample), what a loader without
 a cache does per item; cached = `ClipDataset.__getitem__` without augmentation (safetensors read +
@@ -11,7 +11,6 @@ uint8 -> float), what training does per item. The issue asks for cached >= 20x d
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import tempfile
@@ -103,17 +102,11 @@ def _print(r: dict, title: str) -> None:
     print(f"  speedup {r['speedup']:9.1f}x  (target >= 20x)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emodistill.core.data.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="dataset folder")
-    p.add_argument("--config", default=None, help="data config YAML whose preprocess/format to use "
-                                                   "(default: demo preprocessing 8x64x64, 2 s, center crop)")
-    p.add_argument("--limit", type=int, default=64, help="clips to time")
-    p.add_argument("--hd", type=int, default=0, help="also time N generated 1280x720 clips (RAVDESS-like) with "
-                                                     "the RAVDESS preprocessing (16 frames, 112, haar, 3 s)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+def run(args) -> int:
+    """`emodistill data bench --data DIR` (arguments: emodistill.core.data.cli)."""
+    from .cli import data_root
+
+    args.root = data_root(args)
     if args.config:
         from ..config import load_config
 
@@ -133,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             _print(bench(str(hd), pre_hd, "ravdess", args.hd, cache_dir=str(Path(tmp) / "cache_hd")),
                    f"{args.hd} generated 1280x720 30 fps H.264 + AAC 48 kHz stereo clips")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.core.data.bench`: an alias of `emodistill data bench`."""
+    import sys
+
+    from .cli import main as data_main
+
+    return data_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

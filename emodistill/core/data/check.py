@@ -1,4 +1,4 @@
-"""`emodistill data check DIR`: what is in a dataset folder and which files cannot be used.
+"""`emodistill data check --data DIR`: what is in a dataset folder and which files cannot be used.
 
 Every clip is decoded once (all video frames, no RGB conversion beyond the T sampled ones; the whole
 audio track) in a process pool, so corrupt or truncated files show up here rather than mid-training.

@@ -166,6 +166,13 @@ def filter_channel(clips: list, vocal_channel: str) -> list:
     return clips if vocal_channel == "all" else [c for c in clips if c.vocal_channel == vocal_channel]
 
 
+def cache_context(cfg: DataConfig) -> dict:
+    """What shapes a clip's items besides its key and view (format, preprocessing, augmentation settings): the part
+    of an output cache's identity that comes from the data (emodistill.core.output_cache)."""
+    return {"kind": "clips", "format": cfg.format, "preprocess": cfg.preprocess.model_dump(mode="json"),
+            "augment": cfg.augment, "num_views": cfg.num_views, "seed": cfg.seed}
+
+
 def build_datasets(cfg: DataConfig, progress: bool = True) -> dict[str, ClipDataset]:
     """Scan `cfg.root`, decode what is not cached yet, and return {"train", "val", "test"} datasets."""
     scan = labelled_clips(cfg.root, cfg.format, cfg.classes, cfg.label_map)
@@ -173,7 +180,7 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> dict[str, ClipData
     if not clips:
         raise ValueError(f"no {cfg.vocal_channel} clips in {cfg.format} format under {cfg.root} "
                          f"({len(scan.clips)} clips of any channel, {len(scan.bad)} unusable files); "
-                         f"run `emodistill data check {cfg.root} --data-format {cfg.format}` to see why")
+                         f"run `emodistill data check --data {cfg.root} --data-format {cfg.format}` to see why")
     cache_dir = cfg.cache_dir or default_cache_dir(cfg.root)
     report = build_cache(clips, cfg.preprocess, cache_dir, workers=cfg.workers, progress=progress)
     if not report.entries:
@@ -196,4 +203,5 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> dict[str, ClipData
     return out
 
 
-__all__ = ["CLEAN_VIEW", "DataConfig", "ClipDataset", "build_datasets", "augment_frames", "augment_audio", "filter_channel"]
+__all__ = ["CLEAN_VIEW", "DataConfig", "ClipDataset", "build_datasets", "cache_context", "augment_frames", "augment_audio",
+           "filter_channel"]

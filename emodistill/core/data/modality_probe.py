@@ -1,6 +1,6 @@
 """Unimodal vs fused check of a dataset: one tiny model trained three times (audio-only, video-only, fused).
 
-    python -m emodistill.core.data.modality_probe data/synth            # demo preprocessing, fixed split
+    emodistill data probe --data data/synth            # demo preprocessing, fixed split
 
 The model (a small per-frame conv net + mean/std over time for video, a small conv net on the log-mel
 spectrogram for audio, an MLP on both) is identical in all three runs; the absent modality's
@@ -10,7 +10,6 @@ accuracy points (the set is designed so: docs/synthetic_data.md).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from ..contract import Preprocess
 from ..metrics import classification_metrics
-from ..utils import seed_everything, setup_logging
+from ..utils import seed_everything
 from .dataset import DataConfig, build_datasets
 
 logger = logging.getLogger(__name__)
@@ -123,20 +122,12 @@ def train_probe(mode: str, data: dict, num_classes: int, epochs: int = 12, batch
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emodistill.core.data.modality_probe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="dataset folder (e.g. the output of `emodistill data synth`)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs per run")
-    p.add_argument("--seed", type=int, default=0, help="seed of the three runs")
-    p.add_argument("--split", choices=["fixed", "fold"], default="fixed", help="actor split")
-    p.add_argument("--fold", type=int, default=0, help="fold for --split fold")
-    p.add_argument("--modes", default=",".join(MODES), help="comma list of audio,video,fused")
-    p.add_argument("--workers", type=int, default=2, help="decode processes for the cache build")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
-    args = p.parse_args(argv)
-    setup_logging()
+def run(args) -> int:
+    """`emodistill data probe --data DIR` (arguments: emodistill.core.data.cli)."""
+    from .cli import data_root
+
+    args.root, args.split = data_root(args), args.protocol
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = DataConfig(root=args.root, preprocess=Preprocess(**DEMO_PREPROCESS), split=args.split, fold=args.fold,
                      augment=False, workers=args.workers)
     ds = build_datasets(cfg)
@@ -162,10 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fusion gain over the best single modality: {100 * gap:+.1f} accuracy points (test)")
         results["fusion_gain_points"] = 100 * gap
     if args.json:
+        import json
+
+        print(json.dumps(results, indent=2))
+    if args.json_out:
         from ..utils import write_json_atomic
 
-        write_json_atomic(args.json, results)
+        write_json_atomic(args.json_out, results)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m emodistill.core.data.modality_probe`: an alias of `emodistill data probe`."""
+    import sys
+
+    from .cli import main as data_main
+
+    return data_main(["probe", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ class DataFormat:
         raise NameParseError(f"extension {ext!r} is neither video {VIDEO_EXTS} nor audio {AUDIO_EXTS}")
 
 
-FORMATS = Registry("data format")
+FORMATS = Registry("data format", plugins=("emodistill.core.data.layouts",))  # folder / manifest build on this module
 register_format = FORMATS.register
 
 
@@ -240,8 +240,6 @@ def _cremad() -> DataFormat:
 
 
 def get_format(name: str) -> DataFormat:
-    from . import layouts  # noqa: F401 - registers folder / manifest (they build on this module)
-
     return FORMATS.create(name)
 
 
@@ -263,8 +261,6 @@ def list_media(root: str | os.PathLike) -> list[Path]:
 
 def supported_layouts() -> str:
     """One line per registered format with an example, for messages about data no format parses."""
-    from . import layouts  # noqa: F401 - registers folder / manifest
-
     return "\n".join(f"  format: {n:<9} {FORMATS.create(n).example}" for n in FORMATS.names())
 
 

@@ -17,7 +17,7 @@ def args_for(tmp_path, *extra):
     p = argparse.ArgumentParser()
     add_bench_arguments(p)
     return p.parse_args(["--out", str(tmp_path), "--teacher", "toy-teacher", "--student", "toy-student",
-                         "--seconds", "0.05", "--batch-sizes", "1", "4", "--calib-samples", "8", "--no-pipeline", *extra])
+                         "--runs", "3", "--warmup", "1", "--batch-size", "1", "4", "--calib-samples", "8", "--no-pipeline", *extra])
 
 
 def test_bench_writes_json_and_markdown_for_teacher_and_student(tmp_path, capsys):
@@ -62,7 +62,7 @@ def test_pipeline_row_times_every_stage_of_the_student(tmp_path, capsys):
 
     torch.manual_seed(0)
     video = make_clip(str(tmp_path / "clips"), 0, clip_specs(1, "small")[0])
-    args = args_for(tmp_path, "--no-int8", "--batch-sizes", "1")
+    args = args_for(tmp_path, "--no-int8", "--batch-size", "1")
     args.teacher, args.no_pipeline, args.pipeline_video = None, False, video
     args.loaded = {"student": (ToyAV(dim=16), TOY_PREPROCESS)}
     assert run_bench(args) == 0

@@ -12,7 +12,7 @@ from emodistill.app.cli import main
 from emodistill.core.contract import Preprocess
 from emodistill.core.contract import RAVDESS_CLASSES
 from emodistill.core.data.synth import clip_specs, make_clip
-from emodistill.app.predict import ContractError, Predictor
+from emodistill.app.predictor import ContractError, Predictor
 from emodistill.student import create_student
 
 
@@ -25,9 +25,9 @@ def exported(tmp_path_factory):
     model = create_student("student_xs").eval()
     pre = Preprocess(num_frames=8, image_size=64, clip_seconds=2.0, face_crop="center")
     ckpt = save_checkpoint(d / "ckpt", model, preprocess=pre, class_names=list(RAVDESS_CLASSES))
-    rc = main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--precision", "fp32", "--out",
-               str(d / "onnx"), "--latency-seconds", "0.1", "--parity-samples", "4", "--budget-set",
-               "precision=fp32"])
+    rc = main(["export", "--model", str(ckpt), "--format", "onnx", "--precision", "fp32", "--out",
+               str(d / "onnx"), "--runs", "3", "--parity-samples", "4", "--set",
+               "budget.precision=fp32"])
     assert rc in (0, 3)  # 3 = exported fine, over the budget (a random-init model is not judged here)
     return clip, ckpt, d / "onnx" / "model.onnx"
 

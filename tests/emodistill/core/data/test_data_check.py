@@ -76,8 +76,8 @@ def test_cli_synth_then_check(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert "wrote 48 clips" in capsys.readouterr().out
     report = tmp_path / "report.json"
-    assert main(["data", "check", str(out), "--num-frames", "8", "--workers", "0", "--no-progress",
-                 "--json", str(report)]) == 0
+    assert main(["data", "check", "--data", str(out), "--num-frames", "8", "--workers", "0", "--no-progress",
+                 "--json-out", str(report)]) == 0
     text = capsys.readouterr().out
     assert "48 usable clips of 48 found, 0 bad files" in text
     r = json.loads(report.read_text())
@@ -89,12 +89,12 @@ def test_cli_synth_then_check(tmp_path, capsys):
 
 def test_cli_check_strict_and_empty(messy, tmp_path, capsys):
     root, _ = messy
-    assert main(["data", "check", str(root), "--num-frames", "8", "--workers", "0", "--no-progress"]) == 0
-    assert main(["data", "check", str(root), "--num-frames", "8", "--workers", "0", "--no-progress",
+    assert main(["data", "check", "--data", str(root), "--num-frames", "8", "--workers", "0", "--no-progress"]) == 0
+    assert main(["data", "check", "--data", str(root), "--num-frames", "8", "--workers", "0", "--no-progress",
                  "--strict"]) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["data", "check", str(empty), "--no-progress", "--workers", "0"]) == 1
+    assert main(["data", "check", "--data", str(empty), "--no-progress", "--workers", "0"]) == 1
     capsys.readouterr()
 
 
