@@ -155,8 +155,8 @@ def check_frozen(model) -> None:
 def fill_encoder_cache(cache: EncoderCache, model, dataset, pairs: list[tuple[int, int]], device, autocast=None,
                        batch_size: int = 16, num_workers: int = 0, progress: bool = True) -> int:
     """Run the frozen encoders on the clips of `pairs` ((index, view)) and store their outputs. Returns rows added."""
-    model.vision.eval(), model.audio.eval()
-    model.vision.to(device), model.audio.to(device)
+    for encoder in (model.vision, model.audio):  # frozen: already in eval mode; onto the device that trains
+        encoder.eval().to(device)
     loader = DataLoader(_Pairs(dataset, pairs), batch_size=batch_size, num_workers=num_workers,
                         generator=torch.Generator())  # its own: the pre-pass leaves the run's RNG streams alone
     return cache.fill_with(lambda b: model.encode(b["video"], b["audio"]), loader, device, progress, autocast)

@@ -174,18 +174,21 @@ class TeacherModel(AVModel):
         self._tuned_layers = None if layers is None else sorted({i % k for i in layers})
         if cfg.lora is None:
             return
+        from contextlib import nullcontext
         from unittest import mock
 
         from peft import LoraConfig, inject_adapter_in_model
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        from torch._subclasses.fake_tensor import FakeTensor
 
         lora = LoraSettings.model_validate(cfg.lora)
         self.config = dataclasses.replace(cfg, lora=lora.model_dump())  # the checkpoint records every setting
         where = {} if self._tuned_layers is None else {"layers_pattern": "layers",
                                                         "layers_to_transform": self._tuned_layers}
-        # the adapters are made where the base is (CPU, fp32: before the cast), so peft's move of them onto the
-        # base's device and dtype has nothing to do; skipped, as its Module.to fails under FakeTensorMode (the plan)
-        with mock.patch.object(BaseTunerLayer, "_move_adapter_to_device_of_base_layer", lambda *a, **k: None):
+        # the adapters are made where the base is (CPU, fp32: before the cast), so peft's moves of them onto the
+        # base's device and dtype do nothing; under FakeTensorMode (the memory plan), whose tensors Module.to cannot
+        # swap, they are skipped
+        fake = isinstance(next(self.backbone.parameters()), FakeTensor)
+        with mock.patch.object(nn.Module, "to", lambda m, *a, **k: m) if fake else nullcontext():
             inject_adapter_in_model(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                target_modules=lora.target_modules, **where), self.backbone)
 
@@ -388,5 +391,6 @@ def teacher_tiny(pretrained: bool = True, **overrides) -> TeacherModel:
 
 TEACHER_CONFIGS = {"teacher_lfm2_700m": teacher_lfm2_700m_config, "teacher_tiny": teacher_tiny_config}
 
-__all__ = ["TeacherConfig", "TeacherModel", "LoraSettings", "LORA_TARGETS", "TEACHERS", "TEACHER_CONFIGS", "register_teacher", "create_teacher",
+__all__ = ["TeacherConfig", "TeacherModel", "LoraSettings", "LORA_TARGETS", "TEACHERS", "TEACHER_CONFIGS",
+           "register_teacher", "create_teacher",
            "list_teachers", "model_from_config", "build_teacher", "teacher_lfm2_700m_config", "teacher_tiny_config"]

@@ -41,6 +41,8 @@ ASSUMPTIONS = [
     "allocator margin = profile vram.allocator_margin x the tensors' peak (caching-allocator rounding and "
     "fragmentation)",
     "not covered: evaluation passes, the teacher-output cache fill before distillation, data loader pinned memory",
+    "teacher encoder_cache: the step reads the frozen encoders' stored outputs; their weights stay resident (the "
+    "cache's pre-pass and evaluation run them, not covered)",
 ]
 
 # part of the plan: (label, the tracer's TAGS it sums; none: added per GPU)
@@ -195,6 +197,16 @@ class Planner:
             t, h, n = p.num_frames, p.image_size, p.num_samples
         return torch.rand(b, t, 3, h, h), torch.randn(b, n), torch.randint(0, _num_classes(self.cfg), (b,))
 
+    def _encoded(self, b: int) -> dict | None:
+        """A teacher recipe with `encoder_cache.enabled`: a batch of the cache's rows (fp32), which the step reads
+        instead of running the frozen encoders (their weights stay resident, for evaluation); else None."""
+        ec = getattr(self.cfg, "encoder_cache", None) if self.kind == "teacher" else None
+        if ec is None or not ec.enabled:
+            return None
+        m = self.model
+        return {"visual": torch.randn(b, m.config.num_segments, m.vision.dim),
+                "audio": torch.randn(b, m.config.num_segments, m.audio.dim)}
+
     def step(self, b: int, precision: str = "fp32"):
         """(closure of one forward + loss, batch tensors) at per-GPU batch `b`, autocast as `precision`."""
         from ..core.evaluate import modality_dropout_mask, modality_mask, unimodal_ce
@@ -207,11 +219,13 @@ class Planner:
             cfg = self.cfg
             mask = (modality_mask(b, "video" if cfg.modality == "audio" else "audio") if cfg.modality != "both"
                     else modality_dropout_mask(b, tc.modality_dropout))
-            batch = [video, audio, label, mask]
+            enc = self._encoded(b)
+            video, audio = (None, None) if enc else (video, audio)
+            batch = [video, audio, label, mask, *(enc or {}).values()]
 
             def forward_loss():
-                with cast():
-                    res = fp32(self.model(video, audio, modality_mask=mask))  # accelerate: fp32 outputs
+                with cast():  # accelerate: fp32 outputs
+                    res = fp32(self.model(video, audio, modality_mask=mask, **({"encoded": enc} if enc else {})))
                 loss = torch.nn.functional.cross_entropy(res["logits"], label, label_smoothing=cfg.label_smoothing)
                 if "audio_logits" in res:
                     loss = loss + cfg.unimodal_weight * unimodal_ce(res, label, mask, cfg.label_smoothing)

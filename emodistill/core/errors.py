@@ -74,7 +74,7 @@ def writing_into(folder: str | Path) -> None:
 
 # top-level modules of the `train` extra: a runtime-only install (pip install emodistill) lacks them
 TRAIN_MODULES = {"torch", "torchvision", "torchaudio", "transformers", "timm", "accelerate", "onnx", "onnxscript",
-                 "safetensors", "tensorboard", "matplotlib", "tensorrt_rtx"}
+                 "safetensors", "tensorboard", "matplotlib", "tensorrt_rtx", "peft"}
 
 
 def _missing_stack(e: BaseException) -> bool:

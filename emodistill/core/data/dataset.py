@@ -203,5 +203,5 @@ def build_datasets(cfg: DataConfig, progress: bool = True) -> dict[str, ClipData
     return out
 
 
-__all__ = ["CLEAN_VIEW", "DataConfig", "ClipDataset", "build_datasets", "cache_context", "augment_frames", "augment_audio",
-           "filter_channel"]
+__all__ = ["CLEAN_VIEW", "DataConfig", "ClipDataset", "build_datasets", "cache_context", "augment_frames",
+           "augment_audio", "filter_channel"]
