@@ -128,8 +128,9 @@ def budget_overrides(args) -> list[str]:
 
 
 def _resolve_args(args) -> None:
-    """The export's internal option names, from the vocabulary's (and a retired spelling's, for one release)."""
-    args.checkpoint, args.eval_batch, args.budget_set = args.model, args.batch_size, budget_overrides(args)
+    """What the options mean for this export, resolved once: the budget's --set fields, the timing of the CPU
+    latency figure (--runs/--warmup, or a retired --latency-seconds) and of a measured verdict (>= 10 s)."""
+    args.budget_set = budget_overrides(args)
     args.latency_kw = ({"seconds": args.latency_seconds} if getattr(args, "latency_seconds", None) else
                        {"seconds": 0.0, "warmup": args.warmup, "min_runs": args.runs, "max_runs": args.runs})
     args.measure_seconds = max(getattr(args, "measure_seconds", None) or 10.0, 10.0)
@@ -158,8 +159,8 @@ def load_clips(args, meta: dict, dims) -> Clips:
     from .wrappers import random_inputs
 
     if not args.data:
-        parity = [dict(zip(("video", "audio"), random_inputs(dims, min(args.eval_batch, args.parity_samples), s)))
-                  for s in range(max(1, args.parity_samples // max(1, args.eval_batch)))]
+        parity = [dict(zip(("video", "audio"), random_inputs(dims, min(args.batch_size, args.parity_samples), s)))
+                  for s in range(max(1, args.parity_samples // max(1, args.batch_size)))]
         return Clips(parity, parity, None, False, "random inputs (no --data)")
     try:
         from emodistill.core.data import DataConfig, build_datasets
@@ -175,11 +176,11 @@ def load_clips(args, meta: dict, dims) -> Clips:
     cfg = DataConfig(root=args.data, preprocess=meta["preprocess"], augment=False, num_views=1,
                      classes=meta["class_names"], **keep)
     ds = build_datasets(cfg)
-    test = _batches(ds["test"], args.eval_batch, args.max_eval)
+    test = _batches(ds["test"], args.batch_size, args.max_eval)
     if not test:
         raise ValueError(f"{args.data}: the test split is empty")
-    parity = _batches(ds["test"], args.eval_batch, args.parity_samples)
-    calib = _batches(ds["train"], args.eval_batch, args.calib_samples)
+    parity = _batches(ds["test"], args.batch_size, args.parity_samples)
+    calib = _batches(ds["train"], args.batch_size, args.calib_samples)
     return Clips(parity, calib, test, True, f"{args.data} ({cfg.format}, test={len(ds['test'])}, "
                                             f"train={len(ds['train'])})")
 
@@ -290,10 +291,10 @@ def _reuse_onnx(args, dest: Path) -> dict | None:
     if not src.exists() or not side.exists():
         raise FileNotFoundError(f"--onnx {src}: the file or its sidecar {side.name} does not exist")
     meta = read_json(side, "--onnx sidecar")
-    want = fingerprint(args.checkpoint)
+    want = fingerprint(args.model)
     have = (meta.get("source_checkpoint") or {}).get("weights_sha256")
     if meta.get("precision") != "fp32" or meta.get("format") != "onnx" or not want or have != want:
-        raise ValueError(f"--onnx {src}: not an fp32 ONNX export of {args.checkpoint} (sidecar says format "
+        raise ValueError(f"--onnx {src}: not an fp32 ONNX export of {args.model} (sidecar says format "
                          f"{meta.get('format')}, precision {meta.get('precision')}, weights sha256 "
                          f"{str(have)[:12]} vs the checkpoint's {str(want)[:12]})")
     shutil.copyfile(src, dest)
@@ -411,7 +412,7 @@ def _export(args, out: Path, final: Path) -> int:
         return EXIT_UNAVAILABLE
     args.budget_batch = budget.batch_size
     import emodistill.student, emodistill.teacher  # noqa: E401,F401  (register the model families load_checkpoint rebuilds)
-    model, meta = load_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(args.model)
     dims = Dims.from_preprocess(meta["preprocess"])
     num_classes = len(meta["class_names"])
     clips = load_clips(args, meta, dims)
@@ -525,7 +526,7 @@ def _sidecar(args, artifact: Path, meta: dict, dims, info: dict, trtexec: str, b
         "artifact": artifact.name, "format": args.format, "precision": args.precision,
         "sha256": sha256_file(artifact), "size_bytes": artifact.stat().st_size,
         "input_contract": contract_for(meta, dims, args.precision),
-        "source_checkpoint": {"path": str(Path(args.checkpoint).resolve()), "family": meta.get("family"),
+        "source_checkpoint": {"path": str(Path(args.model).resolve()), "family": meta.get("family"),
                               "weights_sha256": meta.get("weights_sha256"), "num_parameters": meta.get("num_parameters"),
                               "git_commit": meta.get("git_commit"), "model": meta.get("model")},
         **{k: v for k, v in info.items() if k != "size_bytes"},

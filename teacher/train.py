@@ -289,12 +289,19 @@ def _loss(cfg: TeacherTrainConfig, model, batch: dict) -> tuple[torch.Tensor, to
         res = model(None, None, modality_mask=mask, encoded=batch["encoded"])
     else:
         res = model(batch["video"], batch["audio"], modality_mask=mask)
+    return teacher_loss(cfg, res, label, mask), label
+
+
+def teacher_loss(cfg: TeacherTrainConfig, res: dict, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The recipe's loss on the model's outputs `res` (logits [B, C], ...) for labels [B] and the step's modality
+    mask [B, 2]: cross-entropy of the fused logits, + the unimodal heads', + an auxiliary loss (`emodistill plan`
+    traces this same function)."""
     loss = F.cross_entropy(res["logits"].float(), label, label_smoothing=cfg.label_smoothing)
     if "audio_logits" in res:  # also at weight 0: the heads stay in the graph (DDP sees them used)
         loss = loss + cfg.unimodal_weight * unimodal_ce(res, label, mask, cfg.label_smoothing)
     if "aux_loss" in res:
         loss = loss + res["aux_loss"]
-    return loss, label
+    return loss
 
 
 def _evaluate_and_save(cfg: TeacherTrainConfig, run: _Run, book: dict, epoch: int, step: int, mean_loss: float,
@@ -362,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_guarded(run, build_parser().parse_args(argv))
 
 
-__all__ = ["TeacherTrainConfig", "ModelSection", "TeacherTrainSection", "train", "build_parser", "run"]
+__all__ = ["TeacherTrainConfig", "teacher_loss", "ModelSection", "TeacherTrainSection", "train", "build_parser", "run"]
 
 if __name__ == "__main__":
     sys.exit(main())

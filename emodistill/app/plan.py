@@ -209,7 +209,7 @@ class Planner:
 
     def step(self, b: int, precision: str = "fp32"):
         """(closure of one forward + loss, batch tensors) at per-GPU batch `b`, autocast as `precision`."""
-        from ..core.evaluate import modality_dropout_mask, modality_mask, unimodal_ce
+        from ..core.evaluate import modality_dropout_mask, modality_mask
 
         video, audio, label = self._inputs(b)
         dtype, tc = PRECISIONS[precision], self.cfg.train
@@ -224,12 +224,11 @@ class Planner:
             batch = [video, audio, label, mask, *(enc or {}).values()]
 
             def forward_loss():
+                from ..teacher.train import teacher_loss
+
                 with cast():  # accelerate: fp32 outputs
                     res = fp32(self.model(video, audio, modality_mask=mask, **({"encoded": enc} if enc else {})))
-                loss = torch.nn.functional.cross_entropy(res["logits"], label, label_smoothing=cfg.label_smoothing)
-                if "audio_logits" in res:
-                    loss = loss + cfg.unimodal_weight * unimodal_ce(res, label, mask, cfg.label_smoothing)
-                return (loss + res["aux_loss"] if "aux_loss" in res else loss), res
+                return teacher_loss(cfg, res, label, mask), res
             return forward_loss, batch
         inputs = {"video": video, "audio": audio, "label": label,
                   "modality_mask": modality_dropout_mask(b, tc.modality_dropout)}

@@ -233,13 +233,11 @@ def cuda_semantics():
 
 
 def fsdp_units(module: torch.nn.Module) -> tuple[int, int, int]:
-    """(largest unit's parameter bytes, its trainable bytes, the root's bytes) when every child of a ModuleList of
-    layers is an FSDP unit (outermost lists only) and everything else belongs to the root."""
-    units, taken = [], []
-    for name, m in module.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) > 1 and not any(name.startswith(t + ".") for t in taken):
-            taken.append(name)
-            units += [c for c in m if any(True for _ in c.parameters())]
+    """(largest unit's parameter bytes, its trainable bytes, the root's bytes) with the units training shards:
+    `emodistill.core.sharding.layer_units` (each layer of the outermost ModuleLists), everything else the root."""
+    from .sharding import layer_units
+
+    units = layer_units(module)
     sizes = [(sum(p.nbytes for p in u.parameters()), sum(p.nbytes for p in u.parameters() if p.requires_grad))
              for u in units] or [(0, 0)]
     total = sum(p.nbytes for p in module.parameters())

@@ -3,12 +3,9 @@ FSDP2): the same numbers as DDP, exact resume after SIGKILL, a normal checkpoint
 process count. The toy recipe keeps the 4 torchrun runs of this module at about 10 s each on 2 cores."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,9 @@ from safetensors.torch import load_file
 
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.utils import REPO_ROOT
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/torchrun_helpers.py
+from torchrun_helpers import HAVE_TORCHRUN, TORCHRUN, kill_after_first_state, run_ok  # noqa: E402
 
 RUN = str(REPO_ROOT / "distill" / "run.py")
 
@@ -40,12 +40,7 @@ def recipe(tmp_path: Path, name: str, **sections) -> Path:
     return path
 
 
-def env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-pytestmark = pytest.mark.skipif(not Path(TORCHRUN).exists() and shutil.which("torchrun") is None,
-                                reason="torchrun not installed")
+pytestmark = pytest.mark.skipif(not HAVE_TORCHRUN, reason="torchrun not installed")
 
 # FSDP reduce-scatters where DDP all-reduces: the same sums in another order, so float rounding only
 # (observed max |diff| 2.5e-7 over 6 AdamW steps at lr 0.01)
@@ -54,25 +49,6 @@ COMMON = dict(toy={"train": 64, "val": 23, "test": 21},
               distill={"cache": False},  # the live teacher: outside the sharded module tree
               train={"epochs": 3, "batch_size": 8, "eval_batch_size": 8, "lr": 0.01, "threads": 1,
                      "modality_dropout": 0.2, "eval_teacher": False, "grad_accum": 2, "save_every_steps": 1})
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL torchrun and every process under it: its workers run in sessions of their own, so killing
-    torchrun's process group would leave them training."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        for f in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo += [int(c) for c in f.read_text().split()]
-            except OSError:
-                pass
-    for p in reversed(pids):  # the workers first, then torchrun
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def sharded(tmp_path: Path, name: str, sharding: str = "fsdp", sleep: float = 0.0) -> Path:
@@ -86,10 +62,7 @@ def torchrun(cfg: Path, *extra: str) -> list[str]:
 
 
 def run2(cfg: Path, *extra: str) -> subprocess.CompletedProcess:
-    res = subprocess.run(torchrun(cfg, *extra), env=env(), cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
+    return run_ok(torchrun(cfg, *extra), REPO_ROOT, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -137,20 +110,7 @@ def test_resume_after_sigkill_under_fsdp(runs, tmp_path):
     weights, AdamW moments and metrics equal the uninterrupted FSDP run's."""
     cfg = sharded(tmp_path, "cut", sleep=0.01)
     out = tmp_path / "cut"
-    proc = subprocess.Popen(torchrun(cfg), env=env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "state" / "latest.json").exists():
-        assert proc.poll() is None, "run ended before its first state"
-        assert time.time() < deadline
-        time.sleep(0.005)
-    time.sleep(0.3)  # land the kill later: mid-step, mid-eval or mid-write of a later state
-    kill_tree(proc.pid)  # torchrun and both workers
-    proc.wait()
-    assert not (out / "metrics.json").exists(), "the kill came after the run had finished"
-    killed_at = json.loads((out / "state" / "latest.json").read_text())["state"]
-    time.sleep(0.5)  # no worker survived to write on
-    assert json.loads((out / "state" / "latest.json").read_text())["state"] == killed_at
+    killed_at = kill_after_first_state(torchrun(cfg), out, REPO_ROOT, later=0.3, deadline=120)
     res = run2(cfg, "--resume")
     assert "resumed from" in res.stderr
     assert killed_at < json.loads((out / "state" / "latest.json").read_text())["state"]

@@ -4,12 +4,8 @@ on CPU (gloo, FSDP2; slow, about 30 s a run on 2 cores): the same weights as DDP
 (tests/distill/test_sharding.py)."""
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,9 @@ from emodistill.core.sharding import effective_sharding, layer_units
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "teacher" / "tiny_synth.yaml"
-TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/torchrun_helpers.py
+from torchrun_helpers import TORCHRUN, kill_after_first_state, run_ok  # noqa: E402
+
 ATOL = 1e-5  # FSDP's reduce-scatter vs DDP's all-reduce: the same sums in another order (observed <= 3e-7)
 # parameters whose gradient is zero in exact arithmetic (a key bias under softmax, a conv bias before BatchNorm)
 # get AdamW steps of pure rounding noise, normalised to about lr each, in either layout; the BatchNorm mean
@@ -59,33 +57,8 @@ def _cmd(root: Path, out: Path, sharding: str, *extra: str) -> list[str]:
             "--config", str(CONFIG), *[a for s in sets for a in ("--set", s)], *extra]
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL torchrun and every process under it: its workers run in sessions of their own, so killing
-    torchrun's process group would leave them training."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        for f in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo += [int(c) for c in f.read_text().split()]
-            except OSError:
-                pass
-    for p in reversed(pids):  # the workers first, then torchrun
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
+    return run_ok(cmd, cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -125,20 +98,7 @@ def test_fsdp_matches_ddp_and_loads_with_load_checkpoint(runs):
 @pytest.mark.slow
 def test_resume_after_sigkill_under_fsdp(runs, tmp_path):
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(_cmd(runs["root"], cut, "fsdp"), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (cut / "state" / "latest.json").exists():
-        assert proc.poll() is None, "run ended before its first state"
-        assert time.time() < deadline
-        time.sleep(0.005)
-    time.sleep(0.5)
-    kill_tree(proc.pid)  # torchrun and both workers
-    proc.wait()
-    assert not (cut / "metrics.json").exists(), "the kill came after the run had finished"
-    killed_at = json.loads((cut / "state" / "latest.json").read_text())["state"]
-    time.sleep(0.5)  # no worker survived to write on
-    assert json.loads((cut / "state" / "latest.json").read_text())["state"] == killed_at
+    killed_at = kill_after_first_state(_cmd(runs["root"], cut, "fsdp"), cut, tmp_path, later=0.5, deadline=300)
     res = _run(_cmd(runs["root"], cut, "fsdp", "--resume"), tmp_path)
     assert "resumed from" in res.stderr
     assert killed_at < json.loads((cut / "state" / "latest.json").read_text())["state"]

@@ -14,12 +14,7 @@ from emodistill.export.profiles import HARDWARE_DIR, load_profile
 TARGET = 0.15  # the plan's figure for the step, within 15 % of the measured peak (scripts/plan_bench.py)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def teacher_recipe(tmp_path, **train) -> str:

@@ -1,0 +1,64 @@
+"""Helpers of the 2-process (torchrun, gloo) tests of sharded training: launch, and SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+HAVE_TORCHRUN = Path(TORCHRUN).exists()
+
+
+def torchrun_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_ok(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `cmd` to the end; fail with its stderr's tail unless it exits 0."""
+    res = subprocess.run(cmd, cwd=cwd, env=torchrun_env(), capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL torchrun and every process under it: its workers run in sessions of their own, so killing
+    torchrun's process group would leave them training."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for f in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in f.read_text().split()]
+            except OSError:
+                pass
+    for p in reversed(pids):  # the workers first, then torchrun
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_after_first_state(cmd: list[str], out: Path, cwd: Path, later: float, deadline: float = 300) -> int:
+    """Start `cmd`, SIGKILL it and its workers `later` seconds after `out/state/latest.json` appears -> the state
+    step it was killed at; asserts the run had not finished and that nothing wrote on after the kill."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + deadline
+    while not (out / "state" / "latest.json").exists():
+        assert proc.poll() is None, "run ended before its first state"
+        assert time.time() < end
+        time.sleep(0.005)
+    time.sleep(later)  # land the kill later: mid-step, mid-eval or mid-write of a later state
+    kill_tree(proc.pid)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "the kill came after the run had finished"
+    killed_at = json.loads((out / "state" / "latest.json").read_text())["state"]
+    time.sleep(0.5)  # no worker survived to write on
+    assert json.loads((out / "state" / "latest.json").read_text())["state"] == killed_at
+    return killed_at
