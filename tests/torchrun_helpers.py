@@ -62,3 +62,24 @@ def kill_after_first_state(cmd: list[str], out: Path, cwd: Path, later: float, d
     time.sleep(0.5)  # no worker survived to write on
     assert json.loads((out / "state" / "latest.json").read_text())["state"] == killed_at
     return killed_at
+
+
+def assert_same_resumed_run(ref: Path, cut: Path, files: tuple[str, ...] = ("best/model.safetensors",),
+                            ranks: int = 2, atol: float = 1e-6) -> None:
+    """A resumed run (`cut`) ended where the uninterrupted one (`ref`) did: its `files`, every process's model and
+    optimiser shards in the final state, and its test metrics and best epoch."""
+    import torch
+    from safetensors.torch import load_file
+
+    for name in files:
+        a, b = load_file(str(ref / name)), load_file(str(cut / name))
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=atol, msg=k)
+    for rank in range(ranks):
+        a, b = (load_file(str(next((d / "state").glob("step_*")) / f"tensors.rank{rank:05d}.safetensors"))
+                for d in (ref, cut))
+        assert set(a) == set(b) and any(k.startswith("optim.") for k in a)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=atol, msg=k)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, cut))
+    assert mb["test"] == ma["test"] and mb["best_epoch"] == ma["best_epoch"]

@@ -17,7 +17,8 @@ from emodistill.core.config import ConfigError, load_config
 from emodistill.core.utils import REPO_ROOT
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/torchrun_helpers.py
-from torchrun_helpers import HAVE_TORCHRUN, TORCHRUN, kill_after_first_state, run_ok  # noqa: E402
+from torchrun_helpers import (HAVE_TORCHRUN, TORCHRUN, assert_same_resumed_run, kill_after_first_state,  # noqa: E402
+                             run_ok)
 
 RUN = str(REPO_ROOT / "distill" / "run.py")
 
@@ -114,18 +115,7 @@ def test_resume_after_sigkill_under_fsdp(runs, tmp_path):
     res = run2(cfg, "--resume")
     assert "resumed from" in res.stderr
     assert killed_at < json.loads((out / "state" / "latest.json").read_text())["state"]
-    for name in ("best/model.safetensors", "best/distill_heads.safetensors"):
-        a, b = load_file(str(runs["fsdp"] / name)), load_file(str(out / name))
-        for k in a:
-            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
-    for rank in (0, 1):  # every process's shards of the model and optimiser
-        a, b = (load_file(str(next((d / "state").glob("step_*")) / f"tensors.rank{rank:05d}.safetensors"))
-                for d in (runs["fsdp"], out))
-        assert set(a) == set(b) and any(k.startswith("optim.") for k in a)
-        for k in a:
-            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (runs["fsdp"], out))
-    assert mb["test"] == ma["test"] and mb["best_epoch"] == ma["best_epoch"]
+    assert_same_resumed_run(runs["fsdp"], out, ("best/model.safetensors", "best/distill_heads.safetensors"))
 
 
 def test_resume_on_another_process_count_names_both(runs, tmp_path, capsys):
