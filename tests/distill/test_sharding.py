@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.utils import REPO_ROOT
 
-sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/torchrun_helpers.py
+sys.path.insert(0, str(Path(__file__).parents[1] / "helpers"))  # torchrun_helpers; not tests/ itself: its emodistill/ folder
+# would shadow the package in every worker process started after collection
 from torchrun_helpers import (HAVE_TORCHRUN, TORCHRUN, assert_same_resumed_run, kill_after_first_state,  # noqa: E402
                              run_ok)
 

@@ -16,7 +16,8 @@ from emodistill.core.sharding import effective_sharding, layer_units
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "teacher" / "tiny_synth.yaml"
-sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/torchrun_helpers.py
+sys.path.insert(0, str(Path(__file__).parents[1] / "helpers"))  # torchrun_helpers; not tests/ itself: its emodistill/ folder
+# would shadow the package in every worker process started after collection
 from torchrun_helpers import TORCHRUN, assert_same_resumed_run, kill_after_first_state, run_ok  # noqa: E402
 
 ATOL = 1e-5  # FSDP's reduce-scatter vs DDP's all-reduce: the same sums in another order (observed <= 3e-7)
