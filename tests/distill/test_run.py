@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,9 @@ from safetensors.torch import load_file
 
 from emodistill.core.config import ConfigError, load_config
 from emodistill.core.utils import REPO_ROOT
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "helpers"))  # torchrun_helpers; not tests/ itself: its emodistill/ folder
+from torchrun_helpers import HAVE_TORCHRUN, TORCHRUN, run_ok  # noqa: E402
 
 RUN = str(REPO_ROOT / "distill" / "run.py")
 
@@ -91,15 +93,11 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(tmp_path):
         assert rb == pytest.approx(ra, abs=1e-6)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
+@pytest.mark.skipif(not HAVE_TORCHRUN, reason="torchrun not installed")
 def test_torchrun_two_processes_gathers_whole_split(tmp_path):
     cfg = recipe(tmp_path, "ddp", train={"epochs": 2, "batch_size": 8, "eval_batch_size": 4, "lr": 0.01,
                                          "threads": 1, "eval_teacher": True})
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", RUN, "--config", str(cfg)],
-                         env=env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_ok([TORCHRUN, "--standalone", "--nproc_per_node", "2", RUN, "--config", str(cfg)], REPO_ROOT, timeout=300)
     m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert m["num_processes"] == 2
     # 23 and 21 clips over 2 processes with batch 4: padded shards, duplicates dropped by gather_for_metrics

@@ -16,33 +16,57 @@ HAVE_TORCHRUN = Path(TORCHRUN).exists()
 
 
 def torchrun_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a worker sent SIGABRT prints every thread's stack, which is how a hang shows its place
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
-def run_ok(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `cmd` to the end; fail with its stderr's tail unless it exits 0."""
-    res = subprocess.run(cmd, cwd=cwd, env=torchrun_env(), capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL torchrun and every process under it: its workers run in sessions of their own, so killing
-    torchrun's process group would leave them training."""
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process under it, parents before children."""
     pids, todo = [], [pid]
     while todo:
-        p = todo.pop()
+        p = todo.pop(0)
         pids.append(p)
         for f in Path(f"/proc/{p}/task").glob("*/children"):
             try:
                 todo += [int(c) for c in f.read_text().split()]
             except OSError:
                 pass
-    for p in reversed(pids):  # the workers first, then torchrun
+    return pids
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal torchrun and every process under it: its workers run in sessions of their own, so killing
+    torchrun's process group would leave them training."""
+    for p in reversed(descendants(pid)):  # the workers first, then torchrun
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(p, sig)
         except ProcessLookupError:
             pass
+
+
+def run_ok(cmd: list[str], cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` to the end; fail with its stderr's tail unless it exits 0 within `timeout` seconds.
+
+    On a timeout the workers get SIGABRT first, so the failure shows where each one hung (their faulthandler
+    stacks), and only then is the whole tree killed.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env or torchrun_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for p in descendants(proc.pid)[1:]:
+            try:
+                os.kill(p, signal.SIGABRT)
+            except ProcessLookupError:
+                pass
+        time.sleep(3)
+        kill_tree(proc.pid)
+        out, err = proc.communicate()
+        stacks = err[max(0, err.find("Fatal Python error")):]  # the workers' stacks come before torchrun's summary
+        raise AssertionError(f"{cmd} did not end within {timeout} s; stdout: {out[-1000:]}\nstderr: {stacks[:8000]}")
+    assert proc.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def kill_after_first_state(cmd: list[str], out: Path, cwd: Path, later: float, deadline: float = 300) -> int:
